@@ -1,0 +1,675 @@
+//! The run configuration: one TOML file, every field documented in README.md.
+//!
+//! Unknown fields are rejected (a typo must not silently fall back to a default), and every
+//! error names the file, the field and, where it can be found, the line.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The bundled default (`config.toml` at the repository root), embedded so that tests can check
+/// it parses and `wick` can print it.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}{}: field `{field}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seed for weight init, data order, label split and augmentation.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// "auto", "cpu" or "cuda:N".
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Directory under which `runs/<run-id>/` are created.
+    #[serde(default = "default_runs_dir")]
+    pub runs_dir: PathBuf,
+    /// Human name of the run (used in the run id); defaults to the config file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub self_training: SelfTrainingConfig,
+    #[serde(default)]
+    pub ui: UiConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// ImageFolder with one sub-folder per class.
+    pub train: PathBuf,
+    /// ImageFolder with the same class sub-folders as `train`.
+    pub val: PathBuf,
+    /// Optional folder of unlabelled images (no class folders) added to the pool.
+    #[serde(default)]
+    pub unlabelled: Option<PathBuf>,
+    /// Keep only this many labelled images per class (seeded draw); the rest of `train` becomes
+    /// the unlabelled pool with its true labels hidden. 0 keeps every label.
+    #[serde(default)]
+    pub labels_per_class: usize,
+    /// Channels the model sees: 1 (greyscale) or 3 (RGB; greyscale images are replicated).
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// Square input size in pixels.
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+    /// Per-channel normalisation; one value per channel, or "imagenet" presets via `normalize`.
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+    /// Train-time augmentation.
+    #[serde(default)]
+    pub augment: Augment,
+    /// Decoding threads (0 = one per core).
+    #[serde(default)]
+    pub workers: usize,
+    /// Keep decoded images in memory when they fit in this many MiB (0 = never cache).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Augment {
+    /// No augmentation: the eval transform.
+    None,
+    /// Horizontal flip and a small random translation (pad 2 and crop): for small images.
+    #[default]
+    FlipCrop,
+    /// RandomResizedCrop(scale 0.08–1, ratio 3/4–4/3) and horizontal flip, as torchvision.
+    RandomResizedCrop,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// wick-cnn | resnet18 | resnet34 | resnet50 | efficientnet-lite0
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    /// Pretrained weights (safetensors or PyTorch .pth); empty or absent trains from scratch.
+    #[serde(default)]
+    pub pretrained: Option<PathBuf>,
+    /// "none": fine-tune everything; "backbone": train only the new head.
+    #[serde(default)]
+    pub freeze: Freeze,
+    /// Learning-rate multiplier for the backbone (the head uses 1.0).
+    #[serde(default = "one")]
+    pub backbone_lr_mult: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Freeze {
+    #[default]
+    None,
+    Backbone,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up from lr/10 (fractional allowed).
+    #[serde(default)]
+    pub warmup_epochs: f64,
+    /// For `schedule = "step"`: multiply by `gamma` every `step_epochs`.
+    #[serde(default = "default_step_epochs")]
+    pub step_epochs: u32,
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Write a checkpoint every N epochs (0 = only on request and at the end).
+    #[serde(default = "one_u32")]
+    pub checkpoint_every: u32,
+    /// Keep this many recent checkpoints (the best is kept as well).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    #[default]
+    Sgd,
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    Step,
+    #[default]
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTrainingConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Automatic pseudo-label rounds after the supervised epochs.
+    #[serde(default = "default_rounds")]
+    pub rounds: u32,
+    #[serde(default = "default_epochs_per_round")]
+    pub epochs_per_round: u32,
+    /// Minimum max-softmax confidence for a pseudo-label.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Weight λ of the pseudo-labelled loss: loss = CE(labelled) + λ·CE(pseudo).
+    #[serde(default = "default_pseudo_weight")]
+    pub pseudo_weight: f64,
+    #[serde(default)]
+    pub policy: SelectionPolicy,
+    /// For `policy = "top_k"`: at most this many new labels per class per round.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// Cap on labels added per round as a fraction of the pool (1.0 = no cap).
+    #[serde(default = "one")]
+    pub max_growth: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionPolicy {
+    /// One confidence threshold for every class.
+    #[default]
+    Global,
+    /// FlexMatch-style: each class's threshold scaled by its share of confident predictions.
+    Adaptive,
+    /// The `top_k` most confident per class above the threshold (class-balanced).
+    TopK,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// Maximum redraws per second.
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_runs_dir() -> PathBuf {
+    "runs".into()
+}
+fn default_channels() -> usize {
+    3
+}
+fn default_image_size() -> usize {
+    224
+}
+fn default_cache_mib() -> usize {
+    1024
+}
+fn default_arch() -> String {
+    "wick-cnn".into()
+}
+fn one() -> f64 {
+    1.0
+}
+fn one_u32() -> u32 {
+    1
+}
+fn default_epochs() -> u32 {
+    10
+}
+fn default_batch_size() -> usize {
+    32
+}
+fn default_lr() -> f64 {
+    0.01
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_weight_decay() -> f64 {
+    5e-4
+}
+fn default_step_epochs() -> u32 {
+    10
+}
+fn default_gamma() -> f64 {
+    0.1
+}
+fn default_keep() -> usize {
+    3
+}
+fn default_rounds() -> u32 {
+    3
+}
+fn default_epochs_per_round() -> u32 {
+    2
+}
+fn default_threshold() -> f32 {
+    0.95
+}
+fn default_pseudo_weight() -> f64 {
+    0.5
+}
+fn default_top_k() -> usize {
+    500
+}
+fn default_fps() -> u32 {
+    10
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            arch: default_arch(),
+            pretrained: None,
+            freeze: Freeze::None,
+            backbone_lr_mult: 1.0,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty train table takes defaults")
+    }
+}
+
+impl Default for SelfTrainingConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty self_training table takes defaults")
+    }
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig { fps: default_fps() }
+    }
+}
+
+pub const ARCHES: &[&str] = &[
+    "wick-cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet-lite0",
+];
+
+impl Config {
+    /// Reads, parses and validates a config file; relative paths in it are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths(base);
+        if config.name.is_none() {
+            config.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| line_of_offset(text, s.start))
+                .unwrap_or(1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.validate(text, path)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.runs_dir);
+        fix(&mut self.data.train);
+        fix(&mut self.data.val);
+        if let Some(p) = self.data.unlabelled.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.model.pretrained.as_mut() {
+            fix(p);
+        }
+        if self
+            .model
+            .pretrained
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            self.model.pretrained = None;
+        }
+    }
+
+    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let bad = |section: &str, key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_key(text, section, key),
+            field: if section.is_empty() {
+                key.to_string()
+            } else {
+                format!("{section}.{key}")
+            },
+            message,
+        };
+        if !(self.device == "auto" || self.device == "cpu" || parse_cuda(&self.device).is_some()) {
+            return Err(bad(
+                "",
+                "device",
+                format!(
+                    "expected \"auto\", \"cpu\" or \"cuda:N\", got {:?}",
+                    self.device
+                ),
+            ));
+        }
+        let d = &self.data;
+        if d.channels != 1 && d.channels != 3 {
+            return Err(bad(
+                "data",
+                "channels",
+                format!("must be 1 or 3, got {}", d.channels),
+            ));
+        }
+        if d.image_size < 8 || d.image_size > 1024 {
+            return Err(bad(
+                "data",
+                "image_size",
+                format!("must be between 8 and 1024, got {}", d.image_size),
+            ));
+        }
+        for (key, v) in [("mean", &d.mean), ("std", &d.std)] {
+            if let Some(v) = v {
+                if v.len() != d.channels {
+                    return Err(bad(
+                        "data",
+                        key,
+                        format!(
+                            "needs one value per channel ({}), got {}",
+                            d.channels,
+                            v.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        if d.std.as_ref().is_some_and(|s| s.iter().any(|&x| x <= 0.0)) {
+            return Err(bad("data", "std", "values must be > 0".into()));
+        }
+        let m = &self.model;
+        if !ARCHES.contains(&m.arch.as_str()) {
+            return Err(bad(
+                "model",
+                "arch",
+                format!("unknown architecture {:?}; expected one of {ARCHES:?}", m.arch),
+            ));
+        }
+        if !(m.backbone_lr_mult >= 0.0) {
+            return Err(bad(
+                "model",
+                "backbone_lr_mult",
+                format!("must be >= 0, got {}", m.backbone_lr_mult),
+            ));
+        }
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return Err(bad("train", "batch_size", "must be at least 1".into()));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(bad("train", "lr", format!("must be > 0, got {}", t.lr)));
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            return Err(bad(
+                "train",
+                "momentum",
+                format!("must be in [0, 1), got {}", t.momentum),
+            ));
+        }
+        if t.nesterov && t.momentum == 0.0 {
+            return Err(bad(
+                "train",
+                "nesterov",
+                "Nesterov needs momentum > 0".into(),
+            ));
+        }
+        if !(t.weight_decay >= 0.0) {
+            return Err(bad(
+                "train",
+                "weight_decay",
+                format!("must be >= 0, got {}", t.weight_decay),
+            ));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err(bad(
+                "train",
+                "label_smoothing",
+                format!("must be in [0, 1), got {}", t.label_smoothing),
+            ));
+        }
+        if !(t.warmup_epochs >= 0.0) {
+            return Err(bad(
+                "train",
+                "warmup_epochs",
+                format!("must be >= 0, got {}", t.warmup_epochs),
+            ));
+        }
+        if t.schedule == Schedule::Step && t.step_epochs == 0 {
+            return Err(bad("train", "step_epochs", "must be at least 1".into()));
+        }
+        let s = &self.self_training;
+        if !(s.threshold > 0.0 && s.threshold <= 1.0) {
+            return Err(bad(
+                "self_training",
+                "threshold",
+                format!("must be in (0, 1], got {}", s.threshold),
+            ));
+        }
+        if !(s.pseudo_weight >= 0.0) {
+            return Err(bad(
+                "self_training",
+                "pseudo_weight",
+                format!("must be >= 0, got {}", s.pseudo_weight),
+            ));
+        }
+        if !(s.max_growth > 0.0 && s.max_growth <= 1.0) {
+            return Err(bad(
+                "self_training",
+                "max_growth",
+                format!("must be in (0, 1], got {}", s.max_growth),
+            ));
+        }
+        if s.enabled && d.labels_per_class == 0 && d.unlabelled.is_none() {
+            return Err(bad(
+                "self_training",
+                "enabled",
+                "self-training needs an unlabelled pool: set data.labels_per_class or data.unlabelled"
+                    .into(),
+            ));
+        }
+        if self.ui.fps == 0 || self.ui.fps > 60 {
+            return Err(bad(
+                "ui",
+                "fps",
+                format!("must be between 1 and 60, got {}", self.ui.fps),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Normalisation mean/std, defaulting to the ImageNet statistics for 3 channels and 0.5/0.5
+    /// for 1 channel.
+    pub fn normalisation(&self) -> (Vec<f32>, Vec<f32>) {
+        let default = if self.data.channels == 3 {
+            (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
+        } else {
+            (vec![0.5], vec![0.5])
+        };
+        (
+            self.data.mean.clone().unwrap_or(default.0),
+            self.data.std.clone().unwrap_or(default.1),
+        )
+    }
+
+    /// The resolved config as TOML, as written to `runs/<id>/config.toml`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+/// `Some(n)` for "cuda:n".
+pub fn parse_cuda(device: &str) -> Option<usize> {
+    device.strip_prefix("cuda:")?.parse().ok()
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Best-effort line of `key = ...` inside `[section]` (or the top level when `section` is empty).
+fn line_of_key(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == section {
+            if let Some((k, _)) = line.split_once('=') {
+                if k.trim() == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    const MINIMAL: &str = "[data]\ntrain = \"a\"\nval = \"b\"\n";
+
+    #[test]
+    fn bundled_default_parses() {
+        let c = parse(DEFAULT_CONFIG).expect("config.toml parses");
+        assert!(c.self_training.enabled);
+        assert!(c.model.pretrained.is_some());
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.model.arch, "wick-cnn");
+        assert_eq!(c.normalisation().0.len(), 3);
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let err = parse(&format!("{MINIMAL}[train]\nlrr = 0.1\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:5:"), "{msg}");
+        assert!(msg.contains("lrr"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_value_names_field_and_line() {
+        let err = parse(&format!("{MINIMAL}[train]\nepochs = 2\nlr = -1.0\n")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.toml:6: field `train.lr`: must be > 0, got -1"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_a_parse_error_with_line() {
+        let err = parse(&format!("{MINIMAL}[train]\nbatch_size = \"big\"\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:5:"), "{msg}");
+    }
+
+    #[test]
+    fn self_training_needs_a_pool() {
+        let err = parse(&format!("{MINIMAL}[self_training]\nenabled = true\n")).unwrap_err();
+        assert!(err.to_string().contains("self_training.enabled"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.data.train, dir.path().join("a"));
+        assert_eq!(c.name.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = parse(DEFAULT_CONFIG).unwrap();
+        let again = parse(&c.to_toml()).unwrap();
+        assert_eq!(c, again);
+    }
+}

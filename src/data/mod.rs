@@ -1,0 +1,1 @@
+//! Image data: ImageFolder scanning, idx files, transforms and the threaded loader.

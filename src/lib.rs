@@ -1,0 +1,13 @@
+//! wick: a terminal dashboard that drives a candle training engine.
+//!
+//! The engine ([`engine`]) runs on its own OS thread and talks to its clients only through
+//! [`protocol::Command`] and [`protocol::Event`] values: the in-process dashboard ([`ui`]),
+//! attached clients over the run's control socket, and the run's `events.jsonl`.
+
+pub mod config;
+pub mod data;
+pub mod engine;
+pub mod model;
+pub mod ops;
+pub mod protocol;
+pub mod ui;

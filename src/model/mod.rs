@@ -1,0 +1,1 @@
+//! Neural networks: trainable small CNN, ResNet and EfficientNet-Lite, weight loading.

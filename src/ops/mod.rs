@@ -1,0 +1,1 @@
+//! Kernels candle lacks or runs slowly, as candle custom ops.

@@ -1,0 +1,1 @@
+//! The dashboard: state folded from events, pure drawing, keys, terminal set-up.
