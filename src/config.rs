@@ -199,6 +199,9 @@ pub struct SelfTrainingConfig {
     /// Minimum max-softmax confidence for a pseudo-label.
     #[serde(default = "default_threshold")]
     pub threshold: f32,
+    /// Floor for the per-class thresholds of `policy = "adaptive"`.
+    #[serde(default = "default_min_threshold")]
+    pub min_threshold: f32,
     /// Weight λ of the pseudo-labelled loss: loss = CE(labelled) + λ·CE(pseudo).
     #[serde(default = "default_pseudo_weight")]
     pub pseudo_weight: f64,
@@ -291,6 +294,9 @@ fn default_epochs_per_round() -> u32 {
 }
 fn default_threshold() -> f32 {
     0.95
+}
+fn default_min_threshold() -> f32 {
+    0.8
 }
 fn default_pseudo_weight() -> f64 {
     0.5

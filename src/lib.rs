@@ -7,7 +7,11 @@
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod headless;
+pub mod hub;
+pub mod launch;
 pub mod model;
 pub mod ops;
 pub mod protocol;
+pub mod rundir;
 pub mod ui;

@@ -1,0 +1,234 @@
+//! Pseudo-label selection: which of the pool's predictions become training labels.
+//!
+//! Pure functions over prediction tables, so every policy is tested on exact picks. The
+//! engine predicts the pool, calls [`select`], and trains on the result.
+
+use std::collections::HashSet;
+
+use crate::config::{SelectionPolicy, SelfTrainingConfig};
+use crate::engine::checkpoint::PseudoLabel;
+
+/// The model's verdict on one pool image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolPrediction {
+    /// Index into the training pool.
+    pub index: usize,
+    pub label: u32,
+    /// Max-softmax probability.
+    pub confidence: f32,
+}
+
+/// What a round chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub labels: Vec<PseudoLabel>,
+    /// The confidence threshold each class was held to.
+    pub thresholds: Vec<f32>,
+}
+
+/// Chooses pseudo-labels from a fresh prediction of the whole pool.
+///
+/// Every round re-selects from scratch (earlier mistakes can be dropped); `previous` is the set in
+/// use before the round and only matters for the growth cap: the new set may exceed the old one by
+/// at most `max_growth × pool` labels, keeping the most confident.
+pub fn select(
+    preds: &[PoolPrediction],
+    classes: usize,
+    cfg: &SelfTrainingConfig,
+    threshold: f32,
+    previous: usize,
+) -> Selection {
+    let thresholds = match cfg.policy {
+        SelectionPolicy::Global | SelectionPolicy::TopK => vec![threshold; classes],
+        SelectionPolicy::Adaptive => adaptive_thresholds(preds, classes, threshold, cfg.min_threshold),
+    };
+    let mut chosen: Vec<PoolPrediction> = preds
+        .iter()
+        .filter(|p| p.confidence >= thresholds[p.label as usize])
+        .copied()
+        .collect();
+    // Most confident first; index breaks ties so the result is deterministic.
+    chosen.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(a.index.cmp(&b.index))
+    });
+    if cfg.policy == SelectionPolicy::TopK {
+        let mut per_class = vec![0usize; classes];
+        chosen.retain(|p| {
+            let n = &mut per_class[p.label as usize];
+            *n += 1;
+            *n <= cfg.top_k
+        });
+    }
+    let cap = previous + (cfg.max_growth * preds.len() as f64).floor() as usize;
+    chosen.truncate(cap);
+    chosen.sort_by_key(|p| p.index);
+    Selection {
+        labels: chosen
+            .into_iter()
+            .map(|p| PseudoLabel {
+                index: p.index,
+                label: p.label,
+                confidence: p.confidence,
+            })
+            .collect(),
+        thresholds,
+    }
+}
+
+/// FlexMatch-style class-wise thresholds: a class's learning status σ_c is how many pool images
+/// it confidently claims; β_c = σ_c / max σ, and T_c = τ·β_c/(2−β_c) (the convex mapping),
+/// floored at `min_threshold` so offline rounds keep their precision.
+pub fn adaptive_thresholds(
+    preds: &[PoolPrediction],
+    classes: usize,
+    tau: f32,
+    min_threshold: f32,
+) -> Vec<f32> {
+    let mut sigma = vec![0usize; classes];
+    for p in preds.iter().filter(|p| p.confidence >= tau) {
+        sigma[p.label as usize] += 1;
+    }
+    let max = sigma.iter().copied().max().unwrap_or(0);
+    if max == 0 {
+        return vec![tau; classes];
+    }
+    sigma
+        .iter()
+        .map(|&s| {
+            let beta = s as f32 / max as f32;
+            (tau * beta / (2.0 - beta)).max(min_threshold.min(tau))
+        })
+        .collect()
+}
+
+/// Histogram of max-softmax confidence in `bins` equal bins over [0, 1].
+pub fn confidence_histogram(preds: &[PoolPrediction], bins: usize) -> Vec<u64> {
+    let mut h = vec![0u64; bins];
+    for p in preds {
+        let b = ((p.confidence.clamp(0.0, 1.0) * bins as f32) as usize).min(bins - 1);
+        h[b] += 1;
+    }
+    h
+}
+
+/// Per-class counts of the labels in use, and their precision (overall and per class) against
+/// the hidden true labels where those are known (`truth[index]`).
+pub fn quality(
+    labels: &[PseudoLabel],
+    classes: usize,
+    truth: &[Option<usize>],
+) -> (Vec<usize>, Vec<Option<f64>>, Option<f64>) {
+    let mut count = vec![0usize; classes];
+    let mut known = vec![0usize; classes];
+    let mut right = vec![0usize; classes];
+    for l in labels {
+        let c = l.label as usize;
+        count[c] += 1;
+        if let Some(Some(t)) = truth.get(l.index) {
+            known[c] += 1;
+            if *t == c {
+                right[c] += 1;
+            }
+        }
+    }
+    let per_class = (0..classes)
+        .map(|c| (known[c] > 0).then(|| right[c] as f64 / known[c] as f64))
+        .collect();
+    let known_all: usize = known.iter().sum();
+    let overall =
+        (known_all > 0).then(|| right.iter().sum::<usize>() as f64 / known_all as f64);
+    (count, per_class, overall)
+}
+
+/// How many labels of `new` were not in `old` (by pool index).
+pub fn newly_added(old: &[PseudoLabel], new: &[PseudoLabel]) -> usize {
+    let old: HashSet<usize> = old.iter().map(|l| l.index).collect();
+    new.iter().filter(|l| !old.contains(&l.index)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(index: usize, label: u32, confidence: f32) -> PoolPrediction {
+        PoolPrediction {
+            index,
+            label,
+            confidence,
+        }
+    }
+
+    fn cfg(policy: SelectionPolicy) -> SelfTrainingConfig {
+        SelfTrainingConfig {
+            policy,
+            ..SelfTrainingConfig::default()
+        }
+    }
+
+    fn picked(s: &Selection) -> Vec<usize> {
+        s.labels.iter().map(|l| l.index).collect()
+    }
+
+    fn table() -> Vec<PoolPrediction> {
+        vec![
+            p(0, 0, 0.99),
+            p(1, 0, 0.97),
+            p(2, 0, 0.96),
+            p(3, 0, 0.50),
+            p(4, 1, 0.96),
+            p(5, 1, 0.90),
+            p(6, 1, 0.85),
+            p(7, 2, 0.60),
+        ]
+    }
+
+    #[test]
+    fn global_threshold_picks_exactly_the_confident() {
+        let s = select(&table(), 3, &cfg(SelectionPolicy::Global), 0.95, 0);
+        assert_eq!(picked(&s), vec![0, 1, 2, 4]);
+        assert_eq!(s.thresholds, vec![0.95; 3]);
+    }
+
+    #[test]
+    fn adaptive_lowers_the_bar_for_classes_the_model_is_unsure_of() {
+        let mut c = cfg(SelectionPolicy::Adaptive);
+        c.min_threshold = 0.8;
+        let s = select(&table(), 3, &c, 0.95, 0);
+        // σ = [3, 1, 0]; β = [1, 1/3, 0]; T = [0.95, 0.95·0.2 → floor 0.8, floor 0.8]
+        assert_eq!(s.thresholds, vec![0.95, 0.8, 0.8]);
+        assert_eq!(picked(&s), vec![0, 1, 2, 4, 5, 6]);
+    }
+
+    #[test]
+    fn top_k_is_class_balanced() {
+        let mut c = cfg(SelectionPolicy::TopK);
+        c.top_k = 1;
+        let s = select(&table(), 3, &c, 0.8, 0);
+        assert_eq!(picked(&s), vec![0, 4]);
+    }
+
+    #[test]
+    fn growth_cap_keeps_the_most_confident() {
+        let mut c = cfg(SelectionPolicy::Global);
+        c.max_growth = 0.25; // 8 × 0.25 = 2 new labels at most
+        let s = select(&table(), 3, &c, 0.9, 1);
+        assert_eq!(picked(&s), vec![0, 1, 2]); // 0.99, 0.97, 0.96(index 2 before 4)
+    }
+
+    #[test]
+    fn histogram_and_quality() {
+        let h = confidence_histogram(&table(), 10);
+        assert_eq!(h[9], 4);
+        assert_eq!(h[8], 2);
+        assert_eq!(h.iter().sum::<u64>(), 8);
+        let labels = select(&table(), 3, &cfg(SelectionPolicy::Global), 0.95, 0).labels;
+        let truth = vec![Some(0), Some(1), Some(0), None, Some(1), None, None, None];
+        let (count, per_class, overall) = quality(&labels, 3, &truth);
+        assert_eq!(count, vec![3, 1, 0]);
+        assert_eq!(per_class, vec![Some(2.0 / 3.0), Some(1.0), None]);
+        assert_eq!(overall, Some(0.75));
+        assert_eq!(newly_added(&labels[..2], &labels), 2);
+    }
+}
