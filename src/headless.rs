@@ -106,7 +106,11 @@ fn phase_label(phase: &Phase) -> String {
 pub fn summary_text(summary: &Summary) -> String {
     let mut out = format!(
         "summary: {} after {} epochs: val_acc {:.2}% (best {:.2}% at epoch {}), val_loss {:.4}",
-        if summary.stopped { "stopped" } else { "finished" },
+        if summary.stopped {
+            "stopped"
+        } else {
+            "finished"
+        },
         summary.epochs,
         summary.final_val_acc * 100.0,
         summary.best_val_acc * 100.0,
@@ -176,7 +180,10 @@ mod tests {
             stopped: false,
         };
         let text = summary_text(&s);
-        assert!(text.starts_with("summary: finished after 3 epochs: val_acc 80.00%"), "{text}");
+        assert!(
+            text.starts_with("summary: finished after 3 epochs: val_acc 80.00%"),
+            "{text}"
+        );
         assert!(text.contains("supervised-only 70.00%"));
         assert!(text.contains("Coat  acc  80.0%"), "{text}");
         assert!(!text.contains('\x1b'));

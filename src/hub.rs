@@ -193,10 +193,7 @@ mod tests {
         let s = hub.emit(Event::Resumed);
         assert_eq!(s.seq, 2);
         let all = read_events(&path).unwrap();
-        assert_eq!(
-            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![0, 1, 2]
-        );
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 
     #[test]

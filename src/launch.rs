@@ -53,7 +53,8 @@ pub fn create_run(config: &Config) -> Result<RunDir, LaunchError> {
         source,
     })?;
     let path = run.config();
-    std::fs::write(&path, config.to_toml()).map_err(|source| LaunchError::Write { path, source })?;
+    std::fs::write(&path, config.to_toml())
+        .map_err(|source| LaunchError::Write { path, source })?;
     Ok(run)
 }
 
@@ -74,9 +75,11 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(LaunchError::Ui)?;
-    let interactive = !opts.headless && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    let interactive =
+        !opts.headless && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     let first_seq = hub.next_seq();
-    let handle = engine::spawn(config, run.clone(), hub.clone(), resume).map_err(LaunchError::Ui)?;
+    let handle =
+        engine::spawn(config, run.clone(), hub.clone(), resume).map_err(LaunchError::Ui)?;
 
     let summary = runtime.block_on(async {
         ignore_hangup();

@@ -10,7 +10,11 @@ use wick::config::{Config, ConfigError};
 use wick::launch::{self, TrainOptions};
 
 #[derive(Parser)]
-#[command(name = "wick", version, about = "Train image classifiers on candle from a terminal dashboard: transfer learning and self-training, fit for SSH.")]
+#[command(
+    name = "wick",
+    version,
+    about = "Train image classifiers on candle from a terminal dashboard: transfer learning and self-training, fit for SSH."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -32,6 +36,13 @@ enum Cmd {
         /// Override `device` from the config: auto, cpu or cuda:N.
         #[arg(long)]
         device: Option<String>,
+    },
+    /// Write a run's best model weights as a plain safetensors file (usable as `model.pretrained`).
+    Export {
+        /// Run directory (runs/<run-id>).
+        run: PathBuf,
+        /// Output .safetensors file.
+        out: PathBuf,
     },
     /// Regenerate the bundled Fashion-MNIST ImageFolders from the Debian idx files.
     Data {
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
             device,
         } => train(&config, headless, ascii, device),
         Cmd::Data { idx_dir, out } => report(export_data(&idx_dir, &out)),
+        Cmd::Export { run, out } => report(export_weights(&run, &out)),
     }
 }
 
@@ -88,6 +100,12 @@ fn train(config_path: &Path, headless: bool, ascii: bool, device: Option<String>
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Data problems (missing folder, empty class, class lists that differ) are named before a
+    // run directory is made.
+    if let Err(e) = wick::engine::dataset::RunData::prepare(&config) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let run = match launch::create_run(&config) {
         Ok(r) => r,
         Err(e) => {
@@ -136,5 +154,19 @@ fn export_data(idx_dir: &Path, out: &Path) -> anyhow::Result<()> {
     for r in reports {
         println!("{r}");
     }
+    Ok(())
+}
+
+fn export_weights(run: &Path, out: &Path) -> anyhow::Result<()> {
+    let run = wick::rundir::RunDir::open(run)?;
+    let ckpt = wick::engine::checkpoint::best_or_latest(&run.checkpoints(), &candle_core::Device::Cpu)?;
+    let n = wick::engine::checkpoint::export_weights(&ckpt, out)?;
+    println!(
+        "wrote {n} tensors from {} (epoch {}, val acc {:.2}%) to {}",
+        ckpt.path.display(),
+        ckpt.state.best_epoch,
+        ckpt.state.best_val_acc * 100.0,
+        out.display()
+    );
     Ok(())
 }

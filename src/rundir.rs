@@ -46,7 +46,10 @@ impl RunDir {
         if !path.join("config.toml").is_file() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("{} is not a wick run directory (no config.toml)", path.display()),
+                format!(
+                    "{} is not a wick run directory (no config.toml)",
+                    path.display()
+                ),
             ));
         }
         let id = path

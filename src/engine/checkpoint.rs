@@ -94,19 +94,22 @@ pub fn save(
 ) -> Result<(), CheckpointError> {
     let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(model.len() + optim.len());
     for (name, t) in model {
-        tensors.push((format!("{MODEL_PREFIX}{name}"), t.to_device(&Device::Cpu).map_err(ser)?));
+        tensors.push((
+            format!("{MODEL_PREFIX}{name}"),
+            t.to_device(&Device::Cpu).map_err(ser)?,
+        ));
     }
     for (name, t) in optim {
-        tensors.push((format!("{OPTIM_PREFIX}{name}"), t.to_device(&Device::Cpu).map_err(ser)?));
+        tensors.push((
+            format!("{OPTIM_PREFIX}{name}"),
+            t.to_device(&Device::Cpu).map_err(ser)?,
+        ));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let json = serde_json::to_string(state).map_err(ser)?;
     let meta = HashMap::from([(STATE_KEY.to_string(), json)]);
-    let bytes = safetensors::serialize(
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(meta),
-    )
-    .map_err(ser)?;
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
+        .map_err(ser)?;
     write_atomic(path, &bytes)
 }
 
@@ -207,10 +210,7 @@ pub fn list_steps(dir: &Path) -> Vec<PathBuf> {
 
 /// The newest checkpoint in `dir` that reads back cleanly; the ones skipped on the way (torn or
 /// corrupt) are returned with their errors so the caller can warn about them.
-pub fn newest_valid(
-    dir: &Path,
-    device: &Device,
-) -> (Option<Checkpoint>, Vec<CheckpointError>) {
+pub fn newest_valid(dir: &Path, device: &Device) -> (Option<Checkpoint>, Vec<CheckpointError>) {
     let mut skipped = Vec::new();
     for path in list_steps(dir) {
         match load(&path, device) {
@@ -227,6 +227,33 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
         std::fs::remove_file(old)?;
     }
     Ok(())
+}
+
+/// The checkpoint to use a finished run's model from: `best.safetensors`, else the newest valid.
+pub fn best_or_latest(checkpoints: &Path, device: &Device) -> Result<Checkpoint, CheckpointError> {
+    let best = checkpoints.join(BEST_FILE);
+    if best.is_file() {
+        return load(&best, device);
+    }
+    match newest_valid(checkpoints, device) {
+        (Some(c), _) => Ok(c),
+        (None, mut skipped) if !skipped.is_empty() => Err(skipped.remove(0)),
+        (None, _) => Err(CheckpointError::Io {
+            path: checkpoints.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint found"),
+        }),
+    }
+}
+
+/// Writes a checkpoint's model weights (BN running stats included, optimizer state left out) as
+/// a plain safetensors file with the model's own tensor names, loadable as `model.pretrained`.
+pub fn export_weights(ckpt: &Checkpoint, out: &Path) -> Result<usize, CheckpointError> {
+    let mut tensors: Vec<(&String, &Tensor)> = ckpt.model.iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), *t)), None)
+        .map_err(ser)?;
+    write_atomic(out, &bytes)?;
+    Ok(tensors.len())
 }
 
 #[cfg(test)]
@@ -270,7 +297,13 @@ mod tests {
             .unwrap();
         let m = Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap();
         let p1 = dir.path().join(step_file_name(40));
-        save(&p1, &state(), &[("fc.weight".into(), w.clone())], &[("fc.weight.momentum".into(), m)]).unwrap();
+        save(
+            &p1,
+            &state(),
+            &[("fc.weight".into(), w.clone())],
+            &[("fc.weight.momentum".into(), m)],
+        )
+        .unwrap();
         let back = load(&p1, &Device::Cpu).unwrap();
         assert_eq!(back.state, state());
         assert_eq!(

@@ -76,11 +76,7 @@ impl RunData {
                 hidden_truth.push(None);
             }
         }
-        let val_labels = val
-            .samples
-            .iter()
-            .map(|s| s.label.unwrap_or(0))
-            .collect();
+        let val_labels = val.samples.iter().map(|s| s.label.unwrap_or(0)).collect();
         let val_paths = val.samples.into_iter().map(|s| s.path).collect();
         Ok(RunData {
             classes,

@@ -49,7 +49,9 @@ impl Evaluation {
     }
 
     pub fn accuracy(&self) -> f64 {
-        let correct: u64 = (0..self.confusion.len()).map(|i| self.confusion[i][i]).sum();
+        let correct: u64 = (0..self.confusion.len())
+            .map(|i| self.confusion[i][i])
+            .sum();
         if self.count == 0 {
             0.0
         } else {

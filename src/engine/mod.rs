@@ -37,7 +37,9 @@ pub enum EngineError {
     Io(#[from] std::io::Error),
     #[error("cannot resume: {0}")]
     Resume(String),
-    #[error("training diverged (loss is not finite) at epoch {epoch}, batch {step}: lower train.lr")]
+    #[error(
+        "training diverged (loss is not finite) at epoch {epoch}, batch {step}: lower train.lr"
+    )]
     Diverged { epoch: u32, step: u32 },
     #[error("the engine thread panicked: {0}")]
     Panicked(String),

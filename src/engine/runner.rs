@@ -94,12 +94,7 @@ impl Runner {
 
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let net = model::build(
-            &cfg.model.arch,
-            cfg.data.channels,
-            data.classes.len(),
-            vb,
-        )?;
+        let net = model::build(&cfg.model.arch, cfg.data.channels, data.classes.len(), vb)?;
         let params: usize = varmap
             .all_vars()
             .iter()
@@ -201,7 +196,8 @@ impl Runner {
     }
 
     fn planned_epochs(&self) -> u32 {
-        self.cfg.train.epochs + self.self_training_rounds() * self.cfg.self_training.epochs_per_round
+        self.cfg.train.epochs
+            + self.self_training_rounds() * self.cfg.self_training.epochs_per_round
     }
 
     /// Runs to the end of the plan (or a `Stop`) and returns the summary.
@@ -330,7 +326,8 @@ impl Runner {
         }
         let mut order: Vec<usize> = targets.keys().copied().collect();
         order.sort_unstable();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.state.seed.wrapping_mul(0x9e37_79b9) ^ epoch as u64);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.state.seed.wrapping_mul(0x9e37_79b9) ^ epoch as u64);
         order.shuffle(&mut rng);
         (order, targets)
     }
@@ -381,8 +378,7 @@ impl Runner {
             let t0 = Instant::now();
             let n = batch.indices.len();
             let x = Tensor::from_vec(batch.pixels, (n, c, h, w), &self.device)?;
-            let (ys, ws): (Vec<u32>, Vec<f32>) =
-                batch.indices.iter().map(|i| targets[i]).unzip();
+            let (ys, ws): (Vec<u32>, Vec<f32>) = batch.indices.iter().map(|i| targets[i]).unzip();
             let y = Tensor::from_vec(ys.clone(), n, &self.device)?;
             let weights = if ws.iter().all(|&v| v == 1.0) {
                 None
@@ -593,7 +589,13 @@ impl Runner {
         if automatic {
             self.state.auto_rounds += 1;
         }
-        tracing::info!(round, added, total = self.state.pseudo.len(), ?precision, "pseudo-label round");
+        tracing::info!(
+            round,
+            added,
+            total = self.state.pseudo.len(),
+            ?precision,
+            "pseudo-label round"
+        );
         self.emit(Event::RoundFinished {
             round,
             added,
@@ -649,7 +651,10 @@ impl Runner {
                 l.confidence
             ));
         }
-        let path = self.run.pseudo_labels().join(format!("round-{round:02}.csv"));
+        let path = self
+            .run
+            .pseudo_labels()
+            .join(format!("round-{round:02}.csv"));
         checkpoint::write_atomic(&path, text.as_bytes())?;
         Ok(path)
     }
@@ -680,7 +685,10 @@ impl Runner {
                 Command::Resume => {}
                 Command::Stop => {
                     self.stop_requested = true;
-                    self.emit(Event::log(Level::Info, "stop requested: saving a checkpoint"));
+                    self.emit(Event::log(
+                        Level::Info,
+                        "stop requested: saving a checkpoint",
+                    ));
                     return Ok(Flow::Stop);
                 }
                 Command::SaveCheckpoint => self.save_checkpoint()?,
@@ -725,7 +733,10 @@ impl Runner {
                 Command::Pause => {}
                 Command::Stop => {
                     self.stop_requested = true;
-                    self.emit(Event::log(Level::Info, "stop requested: saving a checkpoint"));
+                    self.emit(Event::log(
+                        Level::Info,
+                        "stop requested: saving a checkpoint",
+                    ));
                     return Ok(Flow::Stop);
                 }
                 Command::SaveCheckpoint => self.save_checkpoint()?,

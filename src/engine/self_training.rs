@@ -40,7 +40,9 @@ pub fn select(
 ) -> Selection {
     let thresholds = match cfg.policy {
         SelectionPolicy::Global | SelectionPolicy::TopK => vec![threshold; classes],
-        SelectionPolicy::Adaptive => adaptive_thresholds(preds, classes, threshold, cfg.min_threshold),
+        SelectionPolicy::Adaptive => {
+            adaptive_thresholds(preds, classes, threshold, cfg.min_threshold)
+        }
     };
     let mut chosen: Vec<PoolPrediction> = preds
         .iter()
@@ -137,8 +139,7 @@ pub fn quality(
         .map(|c| (known[c] > 0).then(|| right[c] as f64 / known[c] as f64))
         .collect();
     let known_all: usize = known.iter().sum();
-    let overall =
-        (known_all > 0).then(|| right.iter().sum::<usize>() as f64 / known_all as f64);
+    let overall = (known_all > 0).then(|| right.iter().sum::<usize>() as f64 / known_all as f64);
     (count, per_class, overall)
 }
 
