@@ -719,6 +719,33 @@ mod tests {
     }
 
     #[test]
+    fn many_early_drops_never_hang() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = write_images(dir.path(), 7, 8, 8);
+        let start = Instant::now();
+        for round in 0..60usize {
+            let loader = Loader::new(Arc::clone(&paths), grey(8), 1 + round % 4, round % 2);
+            let order: Vec<usize> = (0..200).map(|i| (i * 5 + round) % 7).collect();
+            let batch = 1 + round % 9;
+            let take = round % 5;
+            let kind = AugmentKind::Train(Augment::FlipCrop);
+            let got = loader.batches(order, batch, kind, 0, 0).take(take).count();
+            assert_eq!(got, take);
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn loader_and_iterator_can_move_between_threads() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<Loader>();
+        sync::<Loader>();
+        send::<BatchIter>();
+        send::<Batch>();
+    }
+
+    #[test]
     fn edge_cases() {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = write_images(dir.path(), 3, 8, 8);
@@ -775,5 +802,86 @@ mod tests {
         assert!(b.pixels[..16].iter().all(|&v| v == 1.0));
         assert!(b.pixels[16..32].iter().all(|&v| v == 0.0));
         assert!(b.pixels[32..].iter().all(|&v| (v - 0.2).abs() < 1e-6));
+    }
+}
+
+/// Runs over the bundled `data/fashion-*` sets (committed to the repository).
+#[cfg(test)]
+mod bundled {
+    use super::*;
+    use crate::config::Augment;
+    use crate::data::image_folder::{check_same_classes, ImageFolder};
+    use std::path::Path;
+    use std::time::Instant;
+
+    fn bundled(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(name)
+    }
+
+    #[test]
+    fn bundled_sets_scan_and_load() {
+        let expect = [
+            (
+                "fashion-target",
+                ["Coat", "Dress", "Pullover", "T-shirt_top", "Trouser"],
+            ),
+            (
+                "fashion-source",
+                ["Ankle_boot", "Bag", "Sandal", "Shirt", "Sneaker"],
+            ),
+        ];
+        for (name, classes) in expect {
+            let train = ImageFolder::scan(&bundled(name).join("train")).expect("train");
+            let val = ImageFolder::scan(&bundled(name).join("val")).expect("val");
+            check_same_classes(&train, &val).expect("same classes");
+            assert_eq!(train.classes, classes);
+            assert_eq!(train.class_counts(), vec![1000; 5]);
+            assert_eq!(val.class_counts(), vec![200; 5]);
+
+            let p = Preprocess::new(1, 28, vec![0.286], vec![0.353]).expect("preprocess");
+            let loader = Loader::new(Arc::new(val.paths()), p, 2, 64);
+            let order: Vec<usize> = (0..val.len()).collect();
+            let mut seen = 0;
+            for b in loader.batches(order, 128, AugmentKind::Eval, 0, 0) {
+                assert!(b.skipped.is_empty(), "{:?}", b.skipped);
+                assert_eq!(b.pixels.len(), b.indices.len() * 28 * 28);
+                seen += b.indices.len();
+            }
+            assert_eq!(seen, 1000);
+        }
+    }
+
+    /// Throughput of the loader on the bundled train set (prints images/s per pass).
+    #[test]
+    #[ignore = "timing, run by hand with --nocapture"]
+    fn loader_throughput_on_bundled_train() {
+        let train = ImageFolder::scan(&bundled("fashion-target").join("train")).expect("train");
+        let n = train.len();
+        for (size, cache) in [(28, 64), (28, 0), (32, 64), (96, 64)] {
+            let p = Preprocess::new(1, size, vec![0.5], vec![0.5]).expect("preprocess");
+            let loader = Loader::new(Arc::new(train.paths()), p, 0, cache);
+            for (epoch, kind) in [
+                AugmentKind::Eval,
+                AugmentKind::Train(Augment::FlipCrop),
+                AugmentKind::Train(Augment::RandomResizedCrop),
+                AugmentKind::Strong,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let start = Instant::now();
+                let count: usize = loader
+                    .batches((0..n).collect(), 128, kind, 0, epoch as u64)
+                    .map(|b| b.indices.len())
+                    .sum();
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "size {size} cache {cache} MiB {kind:?}: {count} images in {secs:.2}s = {:.0}/s",
+                    count as f64 / secs
+                );
+            }
+        }
     }
 }

@@ -60,6 +60,9 @@ impl U8Image {
     }
 
     /// The pixel at (x, y): `channels` bytes.
+    ///
+    /// # Panics
+    /// When (x, y) is outside the image, like slice indexing.
     pub fn pixel(&self, x: usize, y: usize) -> &[u8] {
         let i = (y * self.width + x) * self.channels;
         &self.data[i..i + self.channels]
@@ -431,7 +434,20 @@ pub fn random_resized_crop_box(
 ) -> CropBox {
     let area = (width * height) as f64;
     let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
-    for _ in 0..10 {
+    // Empty or non-finite ranges (never ours) go straight to the fallback instead of panicking
+    // in `random_range`.
+    let tries = if scale.0.is_finite()
+        && scale.1.is_finite()
+        && scale.0 <= scale.1
+        && log_lo.is_finite()
+        && log_hi.is_finite()
+        && log_lo <= log_hi
+    {
+        10
+    } else {
+        0
+    };
+    for _ in 0..tries {
         let target_area = area * rng.random_range(scale.0..=scale.1);
         let aspect = rng.random_range(log_lo..=log_hi).exp();
         let w = (target_area * aspect).sqrt().round() as usize;
@@ -628,6 +644,9 @@ mod tests {
             let frac = (b.width * b.height) as f64 / (64.0 * 48.0);
             assert!(frac >= 0.06, "{b:?}");
         }
+        // Broken ranges fall back instead of panicking.
+        let b = random_resized_crop_box(10, 10, (1.0, 0.5), (-1.0, f64::NAN), &mut r);
+        assert_eq!((b.width, b.height), (10, 10));
         // Impossible scale: always falls back to the centre crop, clamped to the ratio.
         let b = random_resized_crop_box(100, 10, (2.0, 2.0), (0.75, 4.0 / 3.0), &mut r);
         assert_eq!(
