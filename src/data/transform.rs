@@ -1,0 +1,760 @@
+//! Transforms from a decoded 8-bit image to the normalised CHW `f32` the model sees.
+//!
+//! Building blocks work on [`U8Image`] (interleaved HWC bytes) and are reusable: [`resize`],
+//! [`resize_shorter`], [`crop`], [`center_crop`], [`hflip`], [`pad_crop`],
+//! [`random_resized_crop`], [`normalize_into`]. [`Preprocess`] strings them together per
+//! [`AugmentKind`]; the RandAugment-style ops live in [`super::augment`].
+//!
+//! Randomness always comes from a [`ChaCha8Rng`] made by [`sample_rng`] from (seed, epoch,
+//! sample index, ...), so a sample's augmentation does not depend on which worker thread ran it.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::augment::{strong_augment, weak_augment};
+use super::decode::decode_image;
+use super::DataError;
+use crate::config::Augment;
+
+/// An 8-bit image, `height` rows of `width` pixels of `channels` interleaved bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct U8Image {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    /// `height * width * channels` bytes, row-major, channels interleaved.
+    pub data: Vec<u8>,
+}
+
+impl U8Image {
+    /// An image filled with `value`.
+    pub fn filled(width: usize, height: usize, channels: usize, value: u8) -> U8Image {
+        U8Image {
+            width,
+            height,
+            channels,
+            data: vec![value; width * height * channels],
+        }
+    }
+
+    /// Builds an image from raw bytes, checking the length.
+    pub fn from_raw(
+        width: usize,
+        height: usize,
+        channels: usize,
+        data: Vec<u8>,
+    ) -> Option<U8Image> {
+        (data.len() == width * height * channels).then_some(U8Image {
+            width,
+            height,
+            channels,
+            data,
+        })
+    }
+
+    /// Bytes held (for the loader's cache budget).
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The pixel at (x, y): `channels` bytes.
+    ///
+    /// # Panics
+    /// When (x, y) is outside the image, like slice indexing.
+    pub fn pixel(&self, x: usize, y: usize) -> &[u8] {
+        let i = (y * self.width + x) * self.channels;
+        &self.data[i..i + self.channels]
+    }
+}
+
+/// Which transform a batch gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AugmentKind {
+    /// The eval transform: resize the shorter side to `round(size / 0.875)` and centre-crop
+    /// (images already `size` x `size` are used as they are).
+    Eval,
+    /// Train-time augmentation as configured.
+    Train(Augment),
+    /// The "weak" view for self-training: eval transform, horizontal flip, and a random
+    /// translation of up to 12.5% of the size (pad with black and crop), as FixMatch.
+    Weak,
+    /// The "strong" view: the weak view, then two random RandAugment-style ops with random
+    /// magnitudes, then Cutout (see [`super::augment::strong_augment`]).
+    Strong,
+}
+
+impl AugmentKind {
+    /// A number that keeps the random streams of different kinds apart.
+    fn stream_tag(self) -> u64 {
+        match self {
+            AugmentKind::Eval => 0,
+            AugmentKind::Train(Augment::None) => 1,
+            AugmentKind::Train(Augment::FlipCrop) => 2,
+            AugmentKind::Train(Augment::RandomResizedCrop) => 3,
+            AugmentKind::Weak => 4,
+            AugmentKind::Strong => 5,
+        }
+    }
+}
+
+/// The random generator for one sample: a function of the run seed, the epoch, the sample's
+/// index in the dataset, the augmentation kind and `repeat` (how many times this index came
+/// earlier in the same epoch's order, so that repeats get different augmentations).
+pub fn sample_rng(
+    seed: u64,
+    epoch: u64,
+    index: usize,
+    kind: AugmentKind,
+    repeat: u64,
+) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&epoch.to_le_bytes());
+    key[16..24].copy_from_slice(&(index as u64).to_le_bytes());
+    key[24..32].copy_from_slice(&kind.stream_tag().to_le_bytes());
+    let mut rng = ChaCha8Rng::from_seed(key);
+    rng.set_stream(repeat);
+    rng
+}
+
+/// Preprocessing settings: what the model's input looks like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// 1 (greyscale) or 3 (RGB).
+    pub channels: usize,
+    /// Square output size in pixels.
+    pub size: usize,
+    /// Per-channel mean, in [0, 1] units (`channels` values).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation (`channels` positive values).
+    pub std: Vec<f32>,
+}
+
+/// ImageNet statistics (torchvision's), for pretrained RGB models.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet statistics (torchvision's), for pretrained RGB models.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+impl Preprocess {
+    /// Checked constructor (see [`Preprocess::validate`]).
+    pub fn new(
+        channels: usize,
+        size: usize,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    ) -> Result<Preprocess, DataError> {
+        let p = Preprocess {
+            channels,
+            size,
+            mean,
+            std,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks channels (1 or 3), size (> 0) and that mean/std have one finite value per
+    /// channel, std positive.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let bad = |message: String| Err(DataError::InvalidPreprocess { message });
+        if self.channels != 1 && self.channels != 3 {
+            return bad(format!("channels must be 1 or 3, got {}", self.channels));
+        }
+        if self.size == 0 {
+            return bad("size must be at least 1 pixel".to_string());
+        }
+        if self.mean.len() != self.channels || self.std.len() != self.channels {
+            return bad(format!(
+                "mean and std need one value per channel ({}), got {} and {}",
+                self.channels,
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return bad(format!("mean {:?} is not finite", self.mean));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return bad(format!("std {:?} must be positive", self.std));
+        }
+        Ok(())
+    }
+
+    /// Floats per output image (`channels * size * size`).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// Decodes `path` to this preprocessing's channel count.
+    pub fn decode(&self, path: &Path) -> Result<U8Image, DataError> {
+        decode_image(path, self.channels)
+    }
+
+    /// The augmented (or eval) `size` x `size` image for `kind`.
+    pub fn augment(&self, img: &U8Image, kind: AugmentKind, rng: &mut ChaCha8Rng) -> U8Image {
+        let size = self.size;
+        match kind {
+            AugmentKind::Eval | AugmentKind::Train(Augment::None) => eval_transform(img, size),
+            AugmentKind::Train(Augment::FlipCrop) => {
+                let mut out = eval_transform(img, size);
+                if rng.random_bool(0.5) {
+                    hflip(&mut out);
+                }
+                random_pad_crop(&out, 2, rng)
+            }
+            AugmentKind::Train(Augment::RandomResizedCrop) => {
+                let mut out = random_resized_crop(img, size, rng);
+                if rng.random_bool(0.5) {
+                    hflip(&mut out);
+                }
+                out
+            }
+            AugmentKind::Weak => weak_augment(&eval_transform(img, size), rng),
+            AugmentKind::Strong => {
+                let weak = weak_augment(&eval_transform(img, size), rng);
+                strong_augment(&weak, rng)
+            }
+        }
+    }
+
+    /// Augments `img` and writes the normalised CHW floats into `out` (`image_len()` long).
+    pub fn apply_into(
+        &self,
+        img: &U8Image,
+        kind: AugmentKind,
+        rng: &mut ChaCha8Rng,
+        out: &mut [f32],
+    ) -> Result<(), DataError> {
+        self.validate()?;
+        let aug = self.augment(img, kind, rng);
+        normalize_into(&aug, &self.mean, &self.std, out)
+    }
+
+    /// Augments `img` and returns the normalised CHW floats.
+    pub fn apply(
+        &self,
+        img: &U8Image,
+        kind: AugmentKind,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<f32>, DataError> {
+        let mut out = vec![0.0; self.image_len()];
+        self.apply_into(img, kind, rng, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The eval transform: an image already `size` x `size` is used as is; otherwise resize the
+/// shorter side to `round(size / 0.875)` (bilinear) and centre-crop `size` x `size`.
+pub fn eval_transform(img: &U8Image, size: usize) -> U8Image {
+    if img.width == size && img.height == size {
+        return img.clone();
+    }
+    let shorter = (size as f64 / 0.875).round() as usize;
+    center_crop(&resize_shorter(img, shorter), size)
+}
+
+/// Resizes so that the shorter side is `shorter`, keeping the aspect ratio (the longer side is
+/// truncated, as torchvision's `Resize(int)`).
+pub fn resize_shorter(img: &U8Image, shorter: usize) -> U8Image {
+    let (w, h) = (img.width, img.height);
+    if w == 0 || h == 0 {
+        return img.clone();
+    }
+    let (nw, nh) = if w <= h {
+        (shorter, (shorter * h / w).max(1))
+    } else {
+        ((shorter * w / h).max(1), shorter)
+    };
+    resize(img, nw, nh)
+}
+
+/// Bilinear resize to `width` x `height`, antialiased when shrinking (the triangle filter's
+/// support grows with the scale factor, as PIL's and torchvision's `antialias=True`).
+pub fn resize(img: &U8Image, width: usize, height: usize) -> U8Image {
+    if (img.width, img.height) == (width, height) {
+        return img.clone();
+    }
+    let c = img.channels;
+    if img.width == 0 || img.height == 0 || width == 0 || height == 0 {
+        return U8Image::filled(width, height, c, 0);
+    }
+    // Horizontal pass into f32, then vertical pass to u8.
+    let hx = filter_weights(img.width, width);
+    let mut tmp = vec![0f32; width * img.height * c];
+    for y in 0..img.height {
+        let row = &img.data[y * img.width * c..(y + 1) * img.width * c];
+        for (x, (start, weights)) in hx.iter().enumerate() {
+            for ch in 0..c {
+                let mut acc = 0f32;
+                for (k, w) in weights.iter().enumerate() {
+                    acc += w * f32::from(row[(start + k) * c + ch]);
+                }
+                tmp[(y * width + x) * c + ch] = acc;
+            }
+        }
+    }
+    let vy = filter_weights(img.height, height);
+    let mut data = vec![0u8; width * height * c];
+    let stride = width * c;
+    for (y, (start, weights)) in vy.iter().enumerate() {
+        for i in 0..stride {
+            let mut acc = 0f32;
+            for (k, w) in weights.iter().enumerate() {
+                acc += w * tmp[(start + k) * stride + i];
+            }
+            data[y * stride + i] = acc.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    U8Image {
+        width,
+        height,
+        channels: c,
+        data,
+    }
+}
+
+/// For each output position: the first input position and the normalised triangle-filter
+/// weights (PIL's `precompute_coeffs` with the bilinear filter).
+fn filter_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // the triangle filter's support is 1
+    (0..out_size)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let lo = ((center - support + 0.5).floor().max(0.0) as usize).min(in_size - 1);
+            let hi = ((center + support + 0.5).floor() as usize).clamp(lo + 1, in_size);
+            let mut weights: Vec<f64> = (lo..hi)
+                .map(|x| {
+                    let t = (x as f64 - center + 0.5) / filter_scale;
+                    (1.0 - t.abs()).max(0.0)
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total > 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            } else {
+                // Cannot happen for a sane size, but never divide by zero.
+                weights.iter_mut().for_each(|w| *w = 0.0);
+                weights[0] = 1.0;
+            }
+            (lo, weights.into_iter().map(|w| w as f32).collect())
+        })
+        .collect()
+}
+
+/// The `width` x `height` window whose top-left corner is at (x, y) in `img`; parts outside
+/// `img` are filled with `fill`.
+pub fn crop(img: &U8Image, x: isize, y: isize, width: usize, height: usize, fill: u8) -> U8Image {
+    let c = img.channels;
+    let mut out = U8Image::filled(width, height, c, fill);
+    // Overlap of [x, x + width) with [0, img.width), in source coordinates.
+    let sx0 = x.max(0);
+    let sx1 = (x + width as isize).min(img.width as isize);
+    if sx1 <= sx0 {
+        return out;
+    }
+    let (sx0, sx1) = (sx0 as usize, sx1 as usize);
+    let dx0 = (sx0 as isize - x) as usize;
+    let run = (sx1 - sx0) * c;
+    for oy in 0..height {
+        let sy = y + oy as isize;
+        if sy < 0 || sy >= img.height as isize {
+            continue;
+        }
+        let src = (sy as usize * img.width + sx0) * c;
+        let dst = (oy * width + dx0) * c;
+        out.data[dst..dst + run].copy_from_slice(&img.data[src..src + run]);
+    }
+    out
+}
+
+/// Centre crop to `size` x `size` (torchvision: offsets `round((h - size) / 2)`); an image
+/// smaller than `size` is padded with black.
+pub fn center_crop(img: &U8Image, size: usize) -> U8Image {
+    let off = |n: usize| ((n as f64 - size as f64) / 2.0).round() as isize;
+    crop(img, off(img.width), off(img.height), size, size, 0)
+}
+
+/// Mirrors the image left-right, in place.
+pub fn hflip(img: &mut U8Image) {
+    let c = img.channels;
+    let w = img.width;
+    if w < 2 {
+        return;
+    }
+    for row in img.data.chunks_exact_mut(w * c) {
+        for x in 0..w / 2 {
+            for ch in 0..c {
+                row.swap(x * c + ch, (w - 1 - x) * c + ch);
+            }
+        }
+    }
+}
+
+/// Pads `pad` black pixels on every side and crops back to the original size with the window
+/// at (`dx`, `dy`) in the padded image (each in `0..=2 * pad`; `pad, pad` is the identity).
+pub fn pad_crop(img: &U8Image, pad: usize, dx: usize, dy: usize) -> U8Image {
+    crop(
+        img,
+        dx as isize - pad as isize,
+        dy as isize - pad as isize,
+        img.width,
+        img.height,
+        0,
+    )
+}
+
+/// [`pad_crop`] at a uniformly random offset: a translation of up to `pad` pixels each way.
+pub fn random_pad_crop(img: &U8Image, pad: usize, rng: &mut ChaCha8Rng) -> U8Image {
+    let dx = rng.random_range(0..=2 * pad);
+    let dy = rng.random_range(0..=2 * pad);
+    pad_crop(img, pad, dx, dy)
+}
+
+/// A crop window: top-left corner and size, inside the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: up to 10 tries of an area fraction uniform in
+/// `scale` and a log-uniform aspect ratio in `ratio`; then a centre crop clamped to `ratio`.
+pub fn random_resized_crop_box(
+    width: usize,
+    height: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut ChaCha8Rng,
+) -> CropBox {
+    let area = (width * height) as f64;
+    let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
+    // Empty or non-finite ranges (never ours) go straight to the fallback instead of panicking
+    // in `random_range`.
+    let tries = if scale.0.is_finite()
+        && scale.1.is_finite()
+        && scale.0 <= scale.1
+        && log_lo.is_finite()
+        && log_hi.is_finite()
+        && log_lo <= log_hi
+    {
+        10
+    } else {
+        0
+    };
+    for _ in 0..tries {
+        let target_area = area * rng.random_range(scale.0..=scale.1);
+        let aspect = rng.random_range(log_lo..=log_hi).exp();
+        let w = (target_area * aspect).sqrt().round() as usize;
+        let h = (target_area / aspect).sqrt().round() as usize;
+        if 0 < w && w <= width && 0 < h && h <= height {
+            let y = rng.random_range(0..=height - h);
+            let x = rng.random_range(0..=width - w);
+            return CropBox {
+                x,
+                y,
+                width: w,
+                height: h,
+            };
+        }
+    }
+    // Fallback: centre crop of the whole image, clamped to the ratio range.
+    let in_ratio = width as f64 / height as f64;
+    let (w, h) = if in_ratio < ratio.0 {
+        (width, ((width as f64 / ratio.0).round() as usize).max(1))
+    } else if in_ratio > ratio.1 {
+        (((height as f64 * ratio.1).round() as usize).max(1), height)
+    } else {
+        (width, height)
+    };
+    CropBox {
+        x: (width - w.min(width)) / 2,
+        y: (height - h.min(height)) / 2,
+        width: w.min(width),
+        height: h.min(height),
+    }
+}
+
+/// RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3) resized to `size` x `size`, bilinear.
+/// No flip: callers add it.
+pub fn random_resized_crop(img: &U8Image, size: usize, rng: &mut ChaCha8Rng) -> U8Image {
+    if img.width == 0 || img.height == 0 {
+        return U8Image::filled(size, size, img.channels, 0);
+    }
+    let b = random_resized_crop_box(
+        img.width,
+        img.height,
+        (0.08, 1.0),
+        (3.0 / 4.0, 4.0 / 3.0),
+        rng,
+    );
+    let window = crop(img, b.x as isize, b.y as isize, b.width, b.height, 0);
+    resize(&window, size, size)
+}
+
+/// Writes `(x / 255 - mean[c]) / std[c]` in CHW order into `out`.
+pub fn normalize_into(
+    img: &U8Image,
+    mean: &[f32],
+    std: &[f32],
+    out: &mut [f32],
+) -> Result<(), DataError> {
+    let c = img.channels;
+    let plane = img.width * img.height;
+    if mean.len() != c || std.len() != c || out.len() != c * plane {
+        return Err(DataError::InvalidPreprocess {
+            message: format!(
+                "normalising a {}x{}x{c} image needs {c} means and stds and {} outputs, got {}, {} and {}",
+                img.width,
+                img.height,
+                c * plane,
+                mean.len(),
+                std.len(),
+                out.len()
+            ),
+        });
+    }
+    for ch in 0..c {
+        let scale = 1.0 / (255.0 * std[ch]);
+        let bias = -mean[ch] / std[ch];
+        let dst = &mut out[ch * plane..(ch + 1) * plane];
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = f32::from(img.data[i * c + ch]) * scale + bias;
+        }
+    }
+    Ok(())
+}
+
+/// [`normalize_into`] into a new vector.
+pub fn normalize(img: &U8Image, mean: &[f32], std: &[f32]) -> Result<Vec<f32>, DataError> {
+    let mut out = vec![0.0; img.data.len()];
+    normalize_into(img, mean, std, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: usize, h: usize, c: usize) -> U8Image {
+        let mut data = Vec::with_capacity(w * h * c);
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    data.push((x * 7 + y * 13 + ch * 50) as u8);
+                }
+            }
+        }
+        U8Image::from_raw(w, h, c, data).expect("raw")
+    }
+
+    fn rng(n: u64) -> ChaCha8Rng {
+        sample_rng(1, 0, n as usize, AugmentKind::Train(Augment::FlipCrop), 0)
+    }
+
+    #[test]
+    fn eval_keeps_exact_size_images() {
+        let img = gradient(28, 28, 1);
+        assert_eq!(eval_transform(&img, 28), img);
+    }
+
+    #[test]
+    fn eval_resizes_shorter_side_then_centre_crops() {
+        // 64x32 at size 28: shorter side to 32 -> 64x32 unchanged, centre crop 28x28 at (18, 2).
+        let img = gradient(64, 32, 3);
+        let out = eval_transform(&img, 28);
+        assert_eq!((out.width, out.height, out.channels), (28, 28, 3));
+        assert_eq!(out, crop(&img, 18, 2, 28, 28, 0));
+        // A 100x50 image at size 224: shorter side 256, longer 512, crop 224.
+        let big = eval_transform(&gradient(100, 50, 1), 224);
+        assert_eq!((big.width, big.height), (224, 224));
+    }
+
+    #[test]
+    fn resize_shorter_truncates_longer_side() {
+        let out = resize_shorter(&gradient(30, 20, 1), 37);
+        assert_eq!((out.width, out.height), (55, 37)); // 37 * 30 / 20 = 55.5 -> 55
+        let out = resize_shorter(&gradient(20, 30, 1), 10);
+        assert_eq!((out.width, out.height), (10, 15));
+    }
+
+    #[test]
+    fn resize_constant_stays_constant_and_halving_averages() {
+        let flat = U8Image::filled(17, 9, 3, 200);
+        let out = resize(&flat, 5, 31);
+        assert!(out.data.iter().all(|&v| v == 200));
+        // Halving a 4x1 row [0, 100, 200, 40], worked by hand with PIL's precompute_coeffs:
+        // scale 2, support 2; output 0 has centre 1.0, inputs 0..3 with triangle weights
+        // .75, .75, .25 (/1.75) -> 71.4; output 1 has centre 3.0, inputs 1..4 with weights
+        // .25, .75, .75 -> 117.1.
+        let row = U8Image::from_raw(4, 1, 1, vec![0, 100, 200, 40]).expect("raw");
+        let out = resize(&row, 2, 1);
+        assert_eq!(out.data, vec![71, 117]);
+    }
+
+    #[test]
+    fn upscale_interpolates_linearly() {
+        let row = U8Image::from_raw(2, 1, 1, vec![0, 200]).expect("raw");
+        let out = resize(&row, 4, 1);
+        // Output centres at 0.25, 0.75, 1.25, 1.75 input px: 0, 50, 150, 200.
+        assert_eq!(out.data, vec![0, 50, 150, 200]);
+    }
+
+    #[test]
+    fn crop_pads_outside_with_fill() {
+        let img = gradient(3, 3, 1);
+        let out = crop(&img, -1, -1, 3, 3, 9);
+        assert_eq!(out.data, vec![9, 9, 9, 9, 0, 7, 9, 13, 20]);
+        let out = crop(&img, 5, 0, 2, 2, 4);
+        assert_eq!(out.data, vec![4; 4]);
+        assert_eq!(center_crop(&img, 5).data[0], 0);
+        assert_eq!(center_crop(&img, 1).data, vec![20]);
+    }
+
+    #[test]
+    fn hflip_mirrors_rows() {
+        let mut img = U8Image::from_raw(3, 1, 2, vec![1, 2, 3, 4, 5, 6]).expect("raw");
+        hflip(&mut img);
+        assert_eq!(img.data, vec![5, 6, 3, 4, 1, 2]);
+    }
+
+    #[test]
+    fn pad_crop_translates_with_black() {
+        let img = gradient(4, 4, 1);
+        assert_eq!(pad_crop(&img, 2, 2, 2), img);
+        let moved = pad_crop(&img, 2, 0, 2); // content shifts right by 2
+        assert_eq!(moved.pixel(0, 0), &[0]);
+        assert_eq!(moved.pixel(1, 1), &[0]);
+        assert_eq!(moved.pixel(2, 1), img.pixel(0, 1));
+        assert_eq!(moved.pixel(3, 3), img.pixel(1, 3));
+    }
+
+    #[test]
+    fn random_resized_crop_box_is_inside_and_plausible() {
+        let mut r = rng(3);
+        for _ in 0..500 {
+            let b = random_resized_crop_box(64, 48, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut r);
+            assert!(b.width >= 1 && b.height >= 1);
+            assert!(b.x + b.width <= 64 && b.y + b.height <= 48, "{b:?}");
+            let frac = (b.width * b.height) as f64 / (64.0 * 48.0);
+            assert!(frac >= 0.06, "{b:?}");
+        }
+        // Broken ranges fall back instead of panicking.
+        let b = random_resized_crop_box(10, 10, (1.0, 0.5), (-1.0, f64::NAN), &mut r);
+        assert_eq!((b.width, b.height), (10, 10));
+        // Impossible scale: always falls back to the centre crop, clamped to the ratio.
+        let b = random_resized_crop_box(100, 10, (2.0, 2.0), (0.75, 4.0 / 3.0), &mut r);
+        assert_eq!(
+            b,
+            CropBox {
+                x: 43,
+                y: 0,
+                width: 13,
+                height: 10
+            }
+        );
+        let out = random_resized_crop(&gradient(50, 40, 3), 24, &mut r);
+        assert_eq!((out.width, out.height, out.channels), (24, 24, 3));
+    }
+
+    #[test]
+    fn normalize_is_chw() {
+        let img = U8Image::from_raw(2, 1, 3, vec![0, 255, 51, 255, 0, 102]).expect("raw");
+        let out = normalize(&img, &[0.0, 0.5, 0.2], &[1.0, 0.5, 0.2]).expect("normalize");
+        let want = [0.0, 1.0, 1.0, -1.0, 0.0, 1.0];
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() < 1e-5, "{out:?}");
+        }
+        assert!(normalize(&img, &[0.0], &[1.0]).is_err());
+    }
+
+    #[test]
+    fn preprocess_validation() {
+        assert!(Preprocess::new(3, 32, vec![0.5; 3], vec![0.5; 3]).is_ok());
+        let msg = Preprocess::new(2, 32, vec![0.5; 2], vec![0.5; 2])
+            .expect_err("channels")
+            .to_string();
+        assert!(msg.contains("channels"), "{msg}");
+        assert!(Preprocess::new(1, 0, vec![0.5], vec![0.5]).is_err());
+        assert!(Preprocess::new(3, 32, vec![0.5], vec![0.5]).is_err());
+        assert!(Preprocess::new(1, 32, vec![0.5], vec![0.0]).is_err());
+        assert!(Preprocess::new(1, 32, vec![f32::NAN], vec![1.0]).is_err());
+    }
+
+    #[test]
+    fn every_kind_gives_the_right_shape_and_is_deterministic() {
+        let p = Preprocess::new(3, 24, vec![0.5; 3], vec![0.25; 3]).expect("preprocess");
+        let img = gradient(40, 30, 3);
+        let kinds = [
+            AugmentKind::Eval,
+            AugmentKind::Train(Augment::None),
+            AugmentKind::Train(Augment::FlipCrop),
+            AugmentKind::Train(Augment::RandomResizedCrop),
+            AugmentKind::Weak,
+            AugmentKind::Strong,
+        ];
+        for kind in kinds {
+            let a = p
+                .apply(&img, kind, &mut sample_rng(7, 2, 5, kind, 0))
+                .expect("apply");
+            let b = p
+                .apply(&img, kind, &mut sample_rng(7, 2, 5, kind, 0))
+                .expect("apply");
+            assert_eq!(a.len(), 3 * 24 * 24);
+            assert_eq!(a, b, "{kind:?} not deterministic");
+        }
+        // Eval ignores the generator.
+        let e1 = p.apply(&img, AugmentKind::Eval, &mut rng(1)).expect("eval");
+        let e2 = p.apply(&img, AugmentKind::Eval, &mut rng(2)).expect("eval");
+        assert_eq!(e1, e2);
+    }
+
+    #[test]
+    fn flip_crop_varies_and_is_a_flip_plus_translation() {
+        let p = Preprocess::new(1, 8, vec![0.0], vec![1.0]).expect("preprocess");
+        let img = gradient(8, 8, 1);
+        let kind = AugmentKind::Train(Augment::FlipCrop);
+        let mut distinct = std::collections::HashSet::new();
+        for i in 0..64 {
+            let out = p.augment(&img, kind, &mut sample_rng(0, 0, i, kind, 0));
+            // Every output is some flip + translation of the input with black borders.
+            let mut found = false;
+            for flip in [false, true] {
+                let mut base = img.clone();
+                if flip {
+                    hflip(&mut base);
+                }
+                for dx in 0..=4 {
+                    for dy in 0..=4 {
+                        found |= pad_crop(&base, 2, dx, dy) == out;
+                    }
+                }
+            }
+            assert!(found, "sample {i} is not a flip + pad-crop");
+            distinct.insert(out.data);
+        }
+        assert!(
+            distinct.len() > 10,
+            "only {} distinct outputs",
+            distinct.len()
+        );
+    }
+
+    #[test]
+    fn sample_rng_separates_streams() {
+        let k = AugmentKind::Weak;
+        let draw = |mut r: ChaCha8Rng| r.random::<u64>();
+        let base = draw(sample_rng(1, 2, 3, k, 0));
+        assert_eq!(base, draw(sample_rng(1, 2, 3, k, 0)));
+        assert_ne!(base, draw(sample_rng(2, 2, 3, k, 0)));
+        assert_ne!(base, draw(sample_rng(1, 3, 3, k, 0)));
+        assert_ne!(base, draw(sample_rng(1, 2, 4, k, 0)));
+        assert_ne!(base, draw(sample_rng(1, 2, 3, AugmentKind::Strong, 0)));
+        assert_ne!(base, draw(sample_rng(1, 2, 3, k, 1)));
+    }
+}
