@@ -466,7 +466,7 @@ impl Config {
                 ),
             ));
         }
-        if !(m.backbone_lr_mult >= 0.0) {
+        if !at_least_zero(m.backbone_lr_mult) {
             return Err(bad(
                 "model",
                 "backbone_lr_mult",
@@ -494,7 +494,7 @@ impl Config {
                 "Nesterov needs momentum > 0".into(),
             ));
         }
-        if !(t.weight_decay >= 0.0) {
+        if !at_least_zero(t.weight_decay) {
             return Err(bad(
                 "train",
                 "weight_decay",
@@ -508,7 +508,7 @@ impl Config {
                 format!("must be in [0, 1), got {}", t.label_smoothing),
             ));
         }
-        if !(t.warmup_epochs >= 0.0) {
+        if !at_least_zero(t.warmup_epochs) {
             return Err(bad(
                 "train",
                 "warmup_epochs",
@@ -526,7 +526,7 @@ impl Config {
                 format!("must be in (0, 1], got {}", s.threshold),
             ));
         }
-        if !(s.pseudo_weight >= 0.0) {
+        if !at_least_zero(s.pseudo_weight) {
             return Err(bad(
                 "self_training",
                 "pseudo_weight",
@@ -576,6 +576,11 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+}
+
+/// False for negative numbers and NaN.
+fn at_least_zero(x: f64) -> bool {
+    x >= 0.0
 }
 
 /// `Some(n)` for "cuda:n".

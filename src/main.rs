@@ -149,7 +149,7 @@ fn init_logging(path: &Path) -> Option<tracing_appender::non_blocking::WorkerGua
 }
 
 fn export_data(idx_dir: &Path, out: &Path) -> anyhow::Result<()> {
-    let reports = wick::data::export_bundled(idx_dir, out)
+    let reports = wick::data::export_bundled_fashion(idx_dir, out)
         .with_context(|| format!("exporting Fashion-MNIST from {}", idx_dir.display()))?;
     for r in reports {
         println!("{r}");
