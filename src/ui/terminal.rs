@@ -173,6 +173,17 @@ fn leave(out: &TtyOut) {
     }
 }
 
+/// Restores the terminal when dropped, including when the dashboard future is cancelled.
+struct Session {
+    out: TtyOut,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        leave(&self.out);
+    }
+}
+
 /// Run the dashboard until the user quits or detaches, or the terminal is lost.
 ///
 /// `replay`: events already emitted (folded before the first draw). `events`: live events.
@@ -194,6 +205,7 @@ pub async fn run_dashboard(
     let lost = hangup()?;
     let out = TtyOut::new();
     let mut terminal = enter(&out)?;
+    let session = Session { out: out.clone() };
     let mut input = EventStream::new();
     let exit = run_loop(
         &mut terminal,
@@ -208,7 +220,7 @@ pub async fn run_dashboard(
     if exit == DashboardExit::TerminalLost {
         out.kill();
     }
-    leave(&out);
+    drop(session);
     drop(terminal);
     Ok(exit)
 }

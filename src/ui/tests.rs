@@ -806,3 +806,61 @@ mod run_loop {
         assert_eq!(exit, DashboardExit::TerminalLost, "SIGHUP");
     }
 }
+
+// ----- recorded streams -------------------------------------------------------------------
+
+/// Every `tests/fixtures/events/*.jsonl` parses, folds to an ended or running run, and draws
+/// in ASCII without colour at 80x24 and 160x48. The synthetic one is this file's fixture, so
+/// an incompatible change to the event format fails here.
+#[test]
+fn fixture_event_streams_fold_and_draw() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixture dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    for path in &files {
+        let body = std::fs::read_to_string(path).expect("read fixture");
+        let events: Vec<crate::protocol::Stamped> = body
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+            })
+            .collect();
+        let app = app_from(&events, PLAIN);
+        assert!(app.run.is_some(), "{}: no RunStarted", path.display());
+        for (w, h) in [(80, 24), (160, 48)] {
+            let buf = render(&app, w, h);
+            assert_plain(&buf, &path.display().to_string());
+            let s = text(&buf);
+            assert!(s.contains(app.state.label()), "{s}");
+        }
+        if path.ends_with("synthetic-fmnist5-finished.jsonl") {
+            assert_eq!(
+                events,
+                finished().events,
+                "fixture differs from the builder"
+            );
+        }
+    }
+}
+
+/// Writes the synthetic fixture (run with `--ignored` after changing the builder).
+#[test]
+#[ignore]
+fn write_synthetic_fixture() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut out = String::new();
+    for e in finished().events {
+        out.push_str(&serde_json::to_string(&e).expect("json"));
+        out.push('\n');
+    }
+    std::fs::write(dir.join("synthetic-fmnist5-finished.jsonl"), out).expect("write");
+}
