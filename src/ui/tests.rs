@@ -144,9 +144,12 @@ fn paused_header_says_paused_and_footer_offers_resume() {
 
 #[test]
 fn finished_shows_final_state_and_summary() {
-    let app = app_from(&finished().events, FANCY);
-    assert_eq!(app.state, RunState::Finished);
-    for (w, h) in [(80, 24), (160, 48)] {
+    for (app, w, h) in [
+        (app_from(&finished().events, FANCY), 80, 24),
+        (app_from(&finished().events, FANCY), 160, 48),
+        (app_from(&finished().events, PLAIN), 80, 24),
+    ] {
+        assert_eq!(app.state, RunState::Finished);
         let s = screen(&app, w, h);
         assert!(
             s.lines().next().unwrap_or_default().contains("FINISHED"),
@@ -155,7 +158,8 @@ fn finished_shows_final_state_and_summary() {
         let done = row_with(&s, "Done:").expect("summary line");
         assert!(done.contains("5 epochs"), "{s}");
         assert!(done.contains("92.6%"), "{s}");
-        assert!(s.contains("10173 pseudo-labels"), "{s}");
+        assert!(s.contains("10173 pseudo"), "{s}");
+        assert!(s.contains("851 img/s"), "summary line fits: {s}");
         assert!(s.contains("86.4%"), "supervised accuracy: {s}");
         assert!(s.contains("run finished"), "log: {s}");
         let footer = s.lines().last().unwrap_or_default();

@@ -349,17 +349,34 @@ fn summary_lines(cx: &Ctx, s: &crate::protocol::Summary, width: usize) -> Vec<Li
             pct(s.final_val_acc),
         ));
     }
-    if s.pseudo_labelled > 0 || s.rounds > 0 {
-        let prec = s
-            .pseudo_precision
-            .map_or(String::new(), |p| format!(", prec {}", pct(p)));
-        second.push(format!("{} pseudo-labels{prec}", s.pseudo_labelled));
-    }
-    second.push(format!("in {}", duration(s.wall_seconds)));
-    second.push(format!("{:.0} img/s", s.images_per_s));
+    let prec = s
+        .pseudo_precision
+        .map_or(String::new(), |p| format!(", prec {}", pct(p)));
+    let pseudo = s.pseudo_labelled > 0 || s.rounds > 0;
+    let tail = [
+        format!("in {}", duration(s.wall_seconds)),
+        format!("{:.0} img/s", s.images_per_s),
+    ];
+    // Longest first; the first that fits is shown.
+    let variants: Vec<String> = ["pseudo-labels", "pseudo"]
+        .iter()
+        .map(|word| {
+            let mut parts = second.clone();
+            if pseudo {
+                parts.push(format!("{} {word}{prec}", s.pseudo_labelled));
+            }
+            parts.extend(tail.iter().cloned());
+            format!(" {}", parts.join(sep))
+        })
+        .collect();
+    let line2 = variants
+        .iter()
+        .find(|v| v.chars().count() <= width)
+        .or(variants.last())
+        .map_or(String::new(), |v| cx.g.fit(v, width));
     vec![
         Line::from(span(cx.g.fit(&first, width), cx.t.bold())),
-        Line::raw(cx.g.fit(&format!(" {}", second.join(sep)), width)),
+        Line::raw(line2),
     ]
 }
 
