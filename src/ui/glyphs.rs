@@ -1,0 +1,355 @@
+//! Text-level drawing primitives (bars, sparklines, numbers), in a Unicode and a plain-ASCII
+//! flavour, and the styles for colour and no-colour terminals. Pure functions of their inputs.
+
+use ratatui::style::{Color, Modifier, Style};
+
+use super::state::{RunState, ViewOptions};
+
+/// Unicode bar partials, 1/8 to 7/8 of a cell.
+const BAR_EIGHTHS: [&str; 7] = ["▏", "▎", "▍", "▌", "▋", "▊", "▉"];
+/// Sparkline levels, empty to full.
+const SPARK_UNICODE: [&str; 9] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"];
+const SPARK_ASCII: [&str; 10] = [" ", ".", ":", "-", "=", "+", "*", "#", "%", "@"];
+
+/// Characters to draw with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Glyphs {
+    pub ascii: bool,
+}
+
+impl Glyphs {
+    pub fn new(opts: ViewOptions) -> Self {
+        Glyphs { ascii: opts.ascii }
+    }
+
+    /// Horizontal rule character.
+    pub fn hline(&self) -> &'static str {
+        if self.ascii {
+            "-"
+        } else {
+            "─"
+        }
+    }
+
+    /// Separator between header fields.
+    pub fn sep(&self) -> &'static str {
+        if self.ascii {
+            " | "
+        } else {
+            " · "
+        }
+    }
+
+    pub fn ellipsis(&self) -> &'static str {
+        if self.ascii {
+            "~"
+        } else {
+            "…"
+        }
+    }
+
+    pub fn arrow(&self) -> &'static str {
+        if self.ascii {
+            "->"
+        } else {
+            "→"
+        }
+    }
+
+    /// A horizontal bar `width` cells wide, filled to `frac` (0..=1). ASCII: `####....`;
+    /// Unicode: full blocks with an eighths partial, then light shade.
+    pub fn bar(&self, frac: f64, width: usize) -> String {
+        let frac = if frac.is_finite() {
+            frac.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        if self.ascii {
+            let full = (frac * width as f64).round() as usize;
+            let mut s = "#".repeat(full.min(width));
+            s.push_str(&".".repeat(width - full.min(width)));
+            return s;
+        }
+        let eighths = (frac * width as f64 * 8.0).round() as usize;
+        let full = (eighths / 8).min(width);
+        let part = eighths % 8;
+        let mut s = "█".repeat(full);
+        let mut used = full;
+        if part > 0 && used < width {
+            s.push_str(BAR_EIGHTHS[part - 1]);
+            used += 1;
+        }
+        s.push_str(&"░".repeat(width - used));
+        s
+    }
+
+    /// Levels per sparkline cell (above empty).
+    fn spark_levels(&self) -> usize {
+        if self.ascii {
+            SPARK_ASCII.len() - 1
+        } else {
+            SPARK_UNICODE.len() - 1
+        }
+    }
+
+    fn spark_char(&self, level: usize) -> &'static str {
+        if self.ascii {
+            SPARK_ASCII[level.min(SPARK_ASCII.len() - 1)]
+        } else {
+            SPARK_UNICODE[level.min(SPARK_UNICODE.len() - 1)]
+        }
+    }
+
+    /// A sparkline `height` rows tall (top row first), one column per value, scaled between
+    /// `lo` and `hi`. Every finite value shows at least one level, so the line never vanishes.
+    pub fn sparkline(&self, values: &[f64], lo: f64, hi: f64, height: usize) -> Vec<String> {
+        let levels = self.spark_levels();
+        let total = levels * height.max(1);
+        let span = hi - lo;
+        let heights: Vec<usize> = values
+            .iter()
+            .map(|&v| {
+                if !v.is_finite() {
+                    0
+                } else if span <= f64::EPSILON || !span.is_finite() {
+                    total.div_ceil(2)
+                } else {
+                    let t = ((v - lo) / span).clamp(0.0, 1.0);
+                    1 + (t * (total - 1) as f64).round() as usize
+                }
+            })
+            .collect();
+        (0..height)
+            .map(|row_from_top| {
+                let row = height - 1 - row_from_top;
+                heights
+                    .iter()
+                    .map(|&h| self.spark_char(h.saturating_sub(row * levels).min(levels)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Make `s` safe to draw: control characters become spaces and, in ASCII mode, anything
+    /// outside printable ASCII becomes `?`.
+    pub fn clean(&self, s: &str) -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    ' '
+                } else if self.ascii && !c.is_ascii() {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    /// Cleaned and cut to `width` characters, with an ellipsis when cut.
+    pub fn fit(&self, s: &str, width: usize) -> String {
+        let s = self.clean(s);
+        if s.chars().count() <= width {
+            return s;
+        }
+        if width == 0 {
+            return String::new();
+        }
+        let ell = self.ellipsis();
+        let keep = width.saturating_sub(ell.chars().count());
+        let mut out: String = s.chars().take(keep).collect();
+        out.push_str(ell);
+        out.chars().take(width).collect()
+    }
+
+    /// `fit`, then padded with spaces to exactly `width`.
+    pub fn pad(&self, s: &str, width: usize) -> String {
+        let s = self.fit(s, width);
+        let n = s.chars().count();
+        format!("{s}{}", " ".repeat(width.saturating_sub(n)))
+    }
+}
+
+/// Average `values` into at most `width` evenly sized buckets (all of them when fewer).
+pub fn downsample(values: &[f64], width: usize) -> Vec<f64> {
+    if width == 0 || values.is_empty() {
+        return Vec::new();
+    }
+    if values.len() <= width {
+        return values.to_vec();
+    }
+    (0..width)
+        .map(|i| {
+            let a = i * values.len() / width;
+            let b = ((i + 1) * values.len() / width).max(a + 1);
+            let chunk = &values[a..b.min(values.len())];
+            chunk.iter().sum::<f64>() / chunk.len() as f64
+        })
+        .collect()
+}
+
+/// `1:02:03` for an hour or more, else `2:03`.
+pub fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "--".into();
+    }
+    let s = secs.round() as u64;
+    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a millisecond Unix timestamp.
+pub fn clock(at_ms: u64) -> String {
+    let s = (at_ms / 1000) % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// `83.1%`.
+pub fn pct(frac: f64) -> String {
+    format!("{:.1}%", frac * 100.0)
+}
+
+/// Styles for the two kinds of terminal: with colour, and with bold/reverse only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn new(opts: ViewOptions) -> Self {
+        Theme { color: opts.color }
+    }
+
+    fn fg(&self, c: Color) -> Style {
+        if self.color {
+            Style::new().fg(c)
+        } else {
+            Style::new()
+        }
+    }
+
+    pub fn plain(&self) -> Style {
+        Style::new()
+    }
+
+    pub fn title(&self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+
+    pub fn bold(&self) -> Style {
+        Style::new().add_modifier(Modifier::BOLD)
+    }
+
+    /// The state badge in the header: bold + reverse, coloured when allowed.
+    pub fn badge(&self, state: RunState) -> Style {
+        let s = Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED);
+        if !self.color {
+            return s;
+        }
+        s.fg(match state {
+            RunState::Waiting => Color::Gray,
+            RunState::Running => Color::Green,
+            RunState::Paused | RunState::Stopping => Color::Yellow,
+            RunState::Finished => Color::Cyan,
+            RunState::Failed => Color::Red,
+        })
+    }
+
+    pub fn bar(&self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    pub fn muted(&self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new()
+        }
+    }
+
+    pub fn warn(&self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    }
+
+    pub fn error(&self) -> Style {
+        if self.color {
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+        }
+    }
+
+    /// The stop prompt and other questions.
+    pub fn prompt(&self) -> Style {
+        Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: Glyphs = Glyphs { ascii: false };
+    const A: Glyphs = Glyphs { ascii: true };
+
+    #[test]
+    fn bars_have_the_asked_width_and_fill() {
+        assert_eq!(A.bar(0.5, 10), "#####.....");
+        assert_eq!(A.bar(0.0, 4), "....");
+        assert_eq!(A.bar(1.0, 4), "####");
+        assert_eq!(A.bar(f64::NAN, 3), "...");
+        assert_eq!(A.bar(2.0, 3), "###");
+        assert_eq!(U.bar(0.5, 4), "██░░");
+        assert_eq!(U.bar(1.0 / 16.0, 2), "▏░");
+        for w in 0..12 {
+            for i in 0..=20 {
+                let f = f64::from(i) / 20.0;
+                assert_eq!(U.bar(f, w).chars().count(), w);
+                assert_eq!(A.bar(f, w).chars().count(), w);
+            }
+        }
+    }
+
+    #[test]
+    fn sparkline_scales_and_stays_visible() {
+        let rows = A.sparkline(&[0.0, 1.0, 0.5], 0.0, 1.0, 1);
+        assert_eq!(rows, vec![".@+".to_string()]);
+        let rows = A.sparkline(&[0.0, 1.0], 0.0, 1.0, 2);
+        assert_eq!(rows, vec![" @".to_string(), ".@".to_string()]);
+        // Flat series: drawn at mid height, not empty.
+        let rows = U.sparkline(&[3.0, 3.0], 3.0, 3.0, 1);
+        assert_eq!(rows, vec!["▄▄".to_string()]);
+    }
+
+    #[test]
+    fn downsample_averages_buckets() {
+        assert_eq!(downsample(&[1.0, 3.0, 5.0, 7.0], 2), vec![2.0, 6.0]);
+        assert_eq!(downsample(&[1.0, 2.0], 5), vec![1.0, 2.0]);
+        assert!(downsample(&[1.0], 0).is_empty());
+        assert_eq!(
+            downsample(&(0..1000).map(f64::from).collect::<Vec<_>>(), 7).len(),
+            7
+        );
+    }
+
+    #[test]
+    fn fit_cuts_and_cleans() {
+        assert_eq!(A.fit("Pullover", 5), "Pull~");
+        assert_eq!(U.fit("Pullover", 5), "Pull…");
+        assert_eq!(A.fit("Tëst\n", 10), "T?st ");
+        assert_eq!(A.pad("ab", 4), "ab  ");
+    }
+
+    #[test]
+    fn numbers_format() {
+        assert_eq!(duration(65.0), "1:05");
+        assert_eq!(duration(3723.0), "1:02:03");
+        assert_eq!(duration(-1.0), "--");
+        assert_eq!(clock(3_723_000), "01:02:03");
+        assert_eq!(pct(0.8312), "83.1%");
+    }
+}

@@ -1,0 +1,1002 @@
+//! Everything the dashboard shows, rebuilt by folding the run's events, and the one function
+//! that changes it: [`App::update`].
+//!
+//! Folding is deterministic: anything derived from events (durations, ETAs, log times) uses the
+//! events' own `at_ms` stamps, never the wall clock, so replaying `events.jsonl` and then
+//! following live events gives the same state as having watched the run from the start.
+
+use std::collections::VecDeque;
+
+use crossterm::event::KeyEvent;
+
+use crate::protocol::{
+    ClassStats, Command, DataSizes, Event, Level, Phase, SampleNote, Stamped, Summary,
+};
+
+use super::keymap::{action_for, Action};
+
+/// Batch-loss points kept for the sparkline; beyond this, neighbours are averaged in pairs.
+pub const LOSS_HISTORY_MAX: usize = 4096;
+/// Log lines kept for the log pane.
+pub const LOG_LINES_MAX: usize = 500;
+/// How much `+` / `-` move the pseudo-label threshold.
+pub const THRESHOLD_STEP: f32 = 0.01;
+
+/// How to draw: colour or not, Unicode glyphs or plain ASCII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ViewOptions {
+    /// Use colours (off when `NO_COLOR` is set): without, only bold/reverse and glyphs.
+    pub color: bool,
+    /// Only ASCII characters (`--ascii`, or a locale that is not UTF-8).
+    pub ascii: bool,
+}
+
+/// Everything that can change the dashboard's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    /// An event from the run (replayed or live).
+    Event(Stamped),
+    /// A key press.
+    Key(KeyEvent),
+    /// The terminal changed size (columns, rows).
+    Resize(u16, u16),
+    /// Time passed (nothing derived from events depends on it).
+    Tick,
+    /// The event stream ended without the run ending (engine or socket gone): nobody will
+    /// answer commands any more, so `q` quits at once.
+    StreamClosed,
+}
+
+/// What the caller of [`App::update`] has to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send this command to the engine.
+    Send(Command),
+    /// Leave the dashboard (the run has ended, or was asked to stop and has now ended).
+    Quit,
+    /// Leave the dashboard; training goes on.
+    Detach,
+}
+
+/// Where the run stands, as far as the dashboard knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// No `RunStarted` seen yet.
+    Waiting,
+    Running,
+    Paused,
+    /// The user asked to stop; the engine is finishing its batch and writing a checkpoint.
+    Stopping,
+    Finished,
+    Failed,
+}
+
+impl RunState {
+    /// The word shown in the header.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunState::Waiting => "WAITING",
+            RunState::Running => "RUNNING",
+            RunState::Paused => "PAUSED",
+            RunState::Stopping => "STOPPING",
+            RunState::Finished => "FINISHED",
+            RunState::Failed => "FAILED",
+        }
+    }
+
+    /// Whether the run is over (no engine to command any more).
+    pub fn has_ended(self) -> bool {
+        matches!(self, RunState::Finished | RunState::Failed)
+    }
+
+    /// Whether commands such as pause, round or checkpoint make sense.
+    pub fn accepts_commands(self) -> bool {
+        matches!(self, RunState::Running | RunState::Paused)
+    }
+}
+
+/// What is being trained on what (from `RunStarted`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunHeader {
+    pub run_id: String,
+    pub task: String,
+    pub model: String,
+    pub device: String,
+    pub classes: Vec<String>,
+    pub sizes: DataSizes,
+    pub epochs: u32,
+    pub rounds: u32,
+    pub epochs_per_round: u32,
+    pub batch_size: usize,
+    pub protocol: u32,
+    /// `at_ms` of the first `RunStarted` of this run.
+    pub started_at_ms: u64,
+    /// How many times the run was resumed from a checkpoint.
+    pub resumes: u32,
+}
+
+impl RunHeader {
+    /// Planned epochs in the whole run: supervised + rounds x epochs per round.
+    pub fn planned_epochs(&self) -> u32 {
+        self.epochs
+            .saturating_add(self.rounds.saturating_mul(self.epochs_per_round))
+    }
+}
+
+/// The epoch in progress (or the last one, once finished).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochProgress {
+    pub epoch: u32,
+    pub phase: Phase,
+    /// Batches and images in this epoch.
+    pub batches: u32,
+    pub images: usize,
+    /// `at_ms` of `EpochStarted` (None when attached mid-epoch without it).
+    pub started_at_ms: Option<u64>,
+    /// Time spent paused since the epoch started.
+    pub paused_ms: u64,
+    /// Last reported batch (1-based) and batches in the epoch; 0 before the first batch.
+    pub step: u32,
+    pub of: u32,
+    pub loss: Option<f32>,
+    pub lr: Option<f64>,
+    pub images_per_s: Option<f32>,
+    pub last_batch_at_ms: Option<u64>,
+    /// `EpochFinished` arrived for this epoch.
+    pub finished: bool,
+}
+
+impl EpochProgress {
+    fn new(epoch: u32, phase: Phase, batches: u32, images: usize, at: Option<u64>) -> Self {
+        EpochProgress {
+            epoch,
+            phase,
+            batches,
+            images,
+            started_at_ms: at,
+            paused_ms: 0,
+            step: 0,
+            of: batches,
+            loss: None,
+            lr: None,
+            images_per_s: None,
+            last_batch_at_ms: None,
+            finished: false,
+        }
+    }
+
+    /// Fraction of the epoch's batches done, 0..=1.
+    pub fn fraction(&self) -> f64 {
+        if self.finished {
+            1.0
+        } else if self.of == 0 {
+            0.0
+        } else {
+            (f64::from(self.step) / f64::from(self.of)).clamp(0.0, 1.0)
+        }
+    }
+
+    /// Whether all batches ran and validation is under way.
+    pub fn validating(&self) -> bool {
+        !self.finished && self.of > 0 && self.step >= self.of
+    }
+}
+
+/// One finished epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: u32,
+    pub phase: Phase,
+    pub train_loss: f32,
+    pub train_acc: f64,
+    pub val_loss: f32,
+    pub val_acc: f64,
+    pub per_class: Vec<ClassStats>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+    pub train_seconds: f64,
+    pub val_seconds: f64,
+    /// Training images in the epoch (0 when its `EpochStarted` was not seen).
+    pub images: usize,
+    pub mistakes: Vec<SampleNote>,
+}
+
+impl EpochRecord {
+    /// Per-class validation accuracy, in class order.
+    pub fn class_accuracy(&self) -> Vec<f64> {
+        self.per_class.iter().map(ClassStats::accuracy).collect()
+    }
+}
+
+/// One point of the batch-loss sparkline: the mean of `2^k` consecutive `Batch` losses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossPoint {
+    /// The (last) epoch the batches belong to.
+    pub epoch: u32,
+    pub loss: f32,
+}
+
+/// Batch-loss history, bounded: when it grows past [`LOSS_HISTORY_MAX`] points, neighbours are
+/// averaged in pairs and later points each stand for twice as many batches, so the series stays
+/// evenly spaced.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LossHistory {
+    points: Vec<LossPoint>,
+    /// `Batch` events per point.
+    stride: u32,
+    /// Losses waiting to fill the next point: (sum, count, epoch).
+    pending: Option<(f64, u32, u32)>,
+}
+
+impl LossHistory {
+    fn push(&mut self, epoch: u32, loss: f32) {
+        if !loss.is_finite() {
+            return;
+        }
+        let stride = self.stride.max(1);
+        let (sum, n, _) = self.pending.unwrap_or((0.0, 0, epoch));
+        let (sum, n) = (sum + f64::from(loss), n + 1);
+        if n >= stride {
+            self.points.push(LossPoint {
+                epoch,
+                loss: (sum / f64::from(n)) as f32,
+            });
+            self.pending = None;
+            if self.points.len() > LOSS_HISTORY_MAX {
+                self.halve();
+            }
+        } else {
+            self.pending = Some((sum, n, epoch));
+        }
+    }
+
+    fn halve(&mut self) {
+        self.points = self
+            .points
+            .chunks(2)
+            .map(|c| match c {
+                [a, b] => LossPoint {
+                    epoch: a.epoch.max(b.epoch),
+                    loss: (a.loss + b.loss) / 2.0,
+                },
+                [a] => *a,
+                _ => LossPoint {
+                    epoch: 0,
+                    loss: 0.0,
+                },
+            })
+            .collect();
+        self.stride = self.stride.max(1) * 2;
+    }
+
+    /// Drop everything that belongs to epoch `epoch` or later.
+    fn cut_from(&mut self, epoch: u32) {
+        self.points.retain(|p| p.epoch < epoch);
+        if matches!(self.pending, Some((_, _, e)) if e >= epoch) {
+            self.pending = None;
+        }
+    }
+
+    /// The points, oldest first (the partly filled last point is not included).
+    pub fn points(&self) -> &[LossPoint] {
+        &self.points
+    }
+
+    /// `Batch` events each point stands for.
+    pub fn stride(&self) -> u32 {
+        self.stride.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+}
+
+/// One pseudo-label round (in progress until `RoundFinished`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRecord {
+    pub round: u32,
+    /// Unlabelled images being predicted.
+    pub pool: usize,
+    pub threshold: f32,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    /// Newly adopted in this round and in use in total.
+    pub added: usize,
+    pub total: usize,
+    pub per_class: Vec<usize>,
+    pub per_class_precision: Vec<Option<f64>>,
+    pub precision: Option<f64>,
+    /// Pool confidence histogram, 10 bins over [0, 1].
+    pub confidence_hist: Vec<u64>,
+    pub csv: String,
+    pub samples: Vec<SampleNote>,
+}
+
+impl RoundRecord {
+    pub fn is_finished(&self) -> bool {
+        self.finished_at_ms.is_some()
+    }
+
+    /// Seconds the round took, when both ends were seen.
+    pub fn seconds(&self) -> Option<f64> {
+        match (self.started_at_ms, self.finished_at_ms) {
+            (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),
+            _ => None,
+        }
+    }
+}
+
+/// A line of the log pane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub at_ms: u64,
+    pub level: Level,
+    pub message: String,
+}
+
+/// The dashboard's whole state. Drawing is a pure function of it (`view::draw`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub opts: ViewOptions,
+    /// `None` until the first `RunStarted`.
+    pub run: Option<RunHeader>,
+    pub state: RunState,
+    pub epoch: Option<EpochProgress>,
+    pub losses: LossHistory,
+    /// Finished epochs, in order, without duplicates (a resume cuts back).
+    pub epochs: Vec<EpochRecord>,
+    pub rounds: Vec<RoundRecord>,
+    /// Pseudo-label threshold as last reported by the engine.
+    pub threshold: Option<f32>,
+    /// Threshold asked for with `+`/`-` and not yet confirmed by `ThresholdChanged`.
+    pub threshold_requested: Option<f32>,
+    pub learning_rate: Option<f64>,
+    pub logs: VecDeque<LogLine>,
+    pub summary: Option<Summary>,
+    pub error: Option<String>,
+    /// Last checkpoint: path, epoch, step.
+    pub last_checkpoint: Option<(String, u32, u64)>,
+    /// The help overlay is shown.
+    pub help: bool,
+    /// The "Stop the run?" prompt is shown.
+    pub confirm_quit: bool,
+    /// `y` was answered: quit as soon as the run has ended.
+    pub quit_when_ended: bool,
+    /// The event stream ended.
+    pub stream_closed: bool,
+    /// A short line about the last key press (e.g. "pause requested"), shown in the footer.
+    pub notice: Option<String>,
+    /// Last terminal size reported by `Msg::Resize`.
+    pub size: Option<(u16, u16)>,
+    /// `seq` of the last event folded; older or repeated events are ignored.
+    pub last_seq: Option<u64>,
+    /// A resumed `RunStarted` was seen and no epoch or round has started since.
+    resume_pending: bool,
+    /// `at_ms` of the `Paused` event while paused.
+    paused_at_ms: Option<u64>,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App::new(ViewOptions::default())
+    }
+}
+
+impl App {
+    pub fn new(opts: ViewOptions) -> Self {
+        App {
+            opts,
+            run: None,
+            state: RunState::Waiting,
+            epoch: None,
+            losses: LossHistory::default(),
+            epochs: Vec::new(),
+            rounds: Vec::new(),
+            threshold: None,
+            threshold_requested: None,
+            learning_rate: None,
+            logs: VecDeque::new(),
+            summary: None,
+            error: None,
+            last_checkpoint: None,
+            help: false,
+            confirm_quit: false,
+            quit_when_ended: false,
+            stream_closed: false,
+            notice: None,
+            size: None,
+            last_seq: None,
+            resume_pending: false,
+            paused_at_ms: None,
+        }
+    }
+
+    /// Fold a message into the state; returns what the caller has to do.
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Event(stamped) => self.on_event(stamped),
+            Msg::Key(key) => match action_for(&key) {
+                Some(action) => self.on_action(action),
+                None => Vec::new(),
+            },
+            Msg::Resize(w, h) => {
+                self.size = Some((w, h));
+                Vec::new()
+            }
+            Msg::Tick => Vec::new(),
+            Msg::StreamClosed => {
+                self.stream_closed = true;
+                if self.quit_when_ended {
+                    vec![Effect::Quit]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// Convenience: fold events in order (effects are dropped: folding events only ever
+    /// yields `Quit` after the user asked for it).
+    pub fn fold<'a>(&mut self, events: impl IntoIterator<Item = &'a Stamped>) {
+        for e in events {
+            self.update(Msg::Event(e.clone()));
+        }
+    }
+
+    // ----- derived values -------------------------------------------------------------------
+
+    /// The last finished epoch: latest per-class stats and confusion.
+    pub fn latest_epoch(&self) -> Option<&EpochRecord> {
+        self.epochs.last()
+    }
+
+    /// The epoch with the best validation accuracy (the first of equals).
+    pub fn best_epoch(&self) -> Option<&EpochRecord> {
+        self.epochs
+            .iter()
+            .fold(None, |best: Option<&EpochRecord>, e| match best {
+                Some(b) if b.val_acc >= e.val_acc => Some(b),
+                _ => Some(e),
+            })
+    }
+
+    /// Planned epochs in the whole run.
+    pub fn planned_epochs(&self) -> u32 {
+        self.run.as_ref().map_or(0, RunHeader::planned_epochs)
+    }
+
+    /// Fraction of the run's planned epochs done (finished epochs + the current one's batches).
+    pub fn run_fraction(&self) -> f64 {
+        let planned = self.planned_epochs();
+        if self.state == RunState::Finished {
+            return 1.0;
+        }
+        if planned == 0 {
+            return 0.0;
+        }
+        let done = self.epochs.len() as f64;
+        let current = self
+            .epoch
+            .as_ref()
+            .filter(|p| !p.finished)
+            .map_or(0.0, EpochProgress::fraction);
+        ((done + current) / f64::from(planned)).clamp(0.0, 1.0)
+    }
+
+    /// The threshold `+`/`-` start from: the pending request, else the engine's.
+    pub fn effective_threshold(&self) -> Option<f32> {
+        self.threshold_requested.or(self.threshold)
+    }
+
+    /// Mean validation seconds per epoch so far.
+    fn mean_val_seconds(&self) -> Option<f64> {
+        if self.epochs.is_empty() {
+            None
+        } else {
+            Some(self.epochs.iter().map(|e| e.val_seconds).sum::<f64>() / self.epochs.len() as f64)
+        }
+    }
+
+    /// Seconds of training per batch in the current epoch, measured from event stamps with
+    /// pauses left out; falls back to images/s when the epoch start was not seen.
+    fn seconds_per_batch(&self) -> Option<f64> {
+        let p = self.epoch.as_ref()?;
+        if p.step == 0 {
+            return None;
+        }
+        if let (Some(start), Some(last)) = (p.started_at_ms, p.last_batch_at_ms) {
+            let active = last.saturating_sub(start).saturating_sub(p.paused_ms);
+            if active > 0 {
+                return Some(active as f64 / 1000.0 / f64::from(p.step));
+            }
+        }
+        let ips = f64::from(p.images_per_s?);
+        let batch = self.run.as_ref()?.batch_size as f64;
+        (ips > 0.0 && batch > 0.0).then(|| batch / ips)
+    }
+
+    /// Seconds left in the current epoch (its remaining batches plus a validation pass as long
+    /// as the previous ones), as of the last `Batch` event. `None` before the first batch.
+    pub fn epoch_eta_seconds(&self) -> Option<f64> {
+        let p = self.epoch.as_ref()?;
+        if p.finished {
+            return Some(0.0);
+        }
+        let per_batch = self.seconds_per_batch()?;
+        let left = f64::from(p.of.saturating_sub(p.step));
+        Some(left * per_batch + self.mean_val_seconds().unwrap_or(0.0))
+    }
+
+    /// Seconds left in the whole run: the current epoch, the remaining planned epochs (at the
+    /// measured seconds per training image, plus validation) and the remaining rounds (at the
+    /// measured seconds per round).
+    pub fn run_eta_seconds(&self) -> Option<f64> {
+        if self.state.has_ended() {
+            return Some(0.0);
+        }
+        let run = self.run.as_ref()?;
+        let p = self.epoch.as_ref()?;
+        let current = self.epoch_eta_seconds()?;
+        let counted = self.epochs.len() as u32 + u32::from(!p.finished);
+        let epochs_left = f64::from(run.planned_epochs().saturating_sub(counted));
+        let train_images: usize = self.epochs.iter().map(|e| e.images).sum();
+        let train_secs: f64 = self.epochs.iter().map(|e| e.train_seconds).sum();
+        let per_epoch = if train_images > 0 && p.images > 0 {
+            train_secs / train_images as f64 * p.images as f64
+                + self.mean_val_seconds().unwrap_or(0.0)
+        } else if let Some(last) = self.epochs.last() {
+            last.train_seconds + last.val_seconds
+        } else {
+            self.seconds_per_batch()? * f64::from(p.of.max(p.batches))
+        };
+        let finished_rounds: Vec<f64> = self
+            .rounds
+            .iter()
+            .filter_map(RoundRecord::seconds)
+            .collect();
+        let rounds_done = self.rounds.iter().filter(|r| r.is_finished()).count() as u32;
+        let rounds_left = f64::from(run.rounds.saturating_sub(rounds_done));
+        let per_round = if finished_rounds.is_empty() {
+            0.0
+        } else {
+            finished_rounds.iter().sum::<f64>() / finished_rounds.len() as f64
+        };
+        Some(current + epochs_left * per_epoch + rounds_left * per_round)
+    }
+
+    // ----- events ---------------------------------------------------------------------------
+
+    fn log(&mut self, at_ms: u64, level: Level, message: impl Into<String>) {
+        self.logs.push_back(LogLine {
+            at_ms,
+            level,
+            message: message.into(),
+        });
+        while self.logs.len() > LOG_LINES_MAX {
+            self.logs.pop_front();
+        }
+    }
+
+    fn on_event(&mut self, stamped: Stamped) -> Vec<Effect> {
+        if matches!(self.last_seq, Some(last) if stamped.seq <= last) {
+            // Already folded (replay and live stream overlap).
+            return Vec::new();
+        }
+        self.last_seq = Some(stamped.seq);
+        let at = stamped.at_ms;
+        match stamped.event {
+            Event::RunStarted {
+                run_id,
+                task,
+                model,
+                device,
+                classes,
+                sizes,
+                epochs,
+                rounds,
+                epochs_per_round,
+                batch_size,
+                threshold,
+                protocol,
+                resumed,
+            } => {
+                let continuing = resumed && self.run.is_some();
+                let (started_at_ms, resumes) = match (&self.run, continuing) {
+                    (Some(r), true) => (r.started_at_ms, r.resumes + 1),
+                    _ => (at, u32::from(resumed)),
+                };
+                if !continuing {
+                    // A new run in this stream (or the first): start from scratch.
+                    let keep = (self.opts, self.help, self.quit_when_ended, self.size);
+                    let last_seq = self.last_seq;
+                    *self = App::new(keep.0);
+                    self.help = keep.1;
+                    self.quit_when_ended = keep.2;
+                    self.size = keep.3;
+                    self.last_seq = last_seq;
+                }
+                self.run = Some(RunHeader {
+                    run_id,
+                    task,
+                    model,
+                    device,
+                    classes,
+                    sizes,
+                    epochs,
+                    rounds,
+                    epochs_per_round,
+                    batch_size,
+                    protocol,
+                    started_at_ms,
+                    resumes,
+                });
+                self.state = if self.state == RunState::Stopping {
+                    RunState::Stopping
+                } else {
+                    RunState::Running
+                };
+                self.threshold = Some(threshold);
+                self.threshold_requested = None;
+                self.summary = None;
+                self.error = None;
+                self.epoch = None;
+                self.paused_at_ms = None;
+                self.resume_pending = resumed;
+                if resumed {
+                    self.log(at, Level::Info, "run resumed from checkpoint");
+                }
+            }
+            Event::EpochStarted {
+                epoch,
+                phase,
+                batches,
+                images,
+            } => {
+                // Epochs at or after this one are being (re)done: no duplicates.
+                self.epochs.retain(|e| e.epoch < epoch);
+                self.losses.cut_from(epoch);
+                if std::mem::take(&mut self.resume_pending) {
+                    let keep_upto = match phase {
+                        Phase::Supervised => 0,
+                        Phase::SelfTraining { round } => round,
+                    };
+                    self.rounds
+                        .retain(|r| r.round <= keep_upto && r.is_finished());
+                }
+                self.epoch = Some(EpochProgress::new(epoch, phase, batches, images, Some(at)));
+                if self.state == RunState::Waiting {
+                    self.state = RunState::Running;
+                }
+            }
+            Event::Batch {
+                epoch,
+                step,
+                of,
+                loss,
+                lr,
+                images_per_s,
+            } => {
+                let same = matches!(&self.epoch, Some(p) if p.epoch == epoch && !p.finished);
+                if !same {
+                    // Attached mid-epoch, or the epoch start was missed.
+                    let phase = self.epoch.as_ref().map_or(Phase::Supervised, |p| p.phase);
+                    self.epoch = Some(EpochProgress::new(epoch, phase, of, 0, None));
+                }
+                if let Some(p) = self.epoch.as_mut() {
+                    p.step = step;
+                    p.of = of;
+                    p.loss = Some(loss);
+                    p.lr = Some(lr);
+                    p.images_per_s = Some(images_per_s);
+                    p.last_batch_at_ms = Some(at);
+                }
+                self.learning_rate = Some(lr);
+                self.losses.push(epoch, loss);
+                if self.state == RunState::Waiting {
+                    self.state = RunState::Running;
+                }
+            }
+            Event::EpochFinished {
+                epoch,
+                phase,
+                train_loss,
+                train_acc,
+                val_loss,
+                val_acc,
+                per_class,
+                confusion,
+                train_seconds,
+                val_seconds,
+                mistakes,
+            } => {
+                let images = match self.epoch.as_mut() {
+                    Some(p) if p.epoch == epoch => {
+                        p.finished = true;
+                        p.step = p.of;
+                        p.images
+                    }
+                    _ => 0,
+                };
+                self.epochs.retain(|e| e.epoch < epoch);
+                self.epochs.push(EpochRecord {
+                    epoch,
+                    phase,
+                    train_loss,
+                    train_acc,
+                    val_loss,
+                    val_acc,
+                    per_class,
+                    confusion,
+                    train_seconds,
+                    val_seconds,
+                    images,
+                    mistakes,
+                });
+            }
+            Event::RoundStarted {
+                round,
+                pool,
+                threshold,
+            } => {
+                self.resume_pending = false;
+                self.rounds.retain(|r| r.round < round);
+                self.rounds.push(RoundRecord {
+                    round,
+                    pool,
+                    threshold,
+                    started_at_ms: Some(at),
+                    finished_at_ms: None,
+                    added: 0,
+                    total: 0,
+                    per_class: Vec::new(),
+                    per_class_precision: Vec::new(),
+                    precision: None,
+                    confidence_hist: Vec::new(),
+                    csv: String::new(),
+                    samples: Vec::new(),
+                });
+                self.set_threshold(threshold);
+            }
+            Event::RoundFinished {
+                round,
+                added,
+                total,
+                per_class,
+                per_class_precision,
+                precision,
+                threshold,
+                confidence_hist,
+                csv,
+                samples,
+            } => {
+                let idx = match self.rounds.iter().position(|r| r.round == round) {
+                    Some(i) => i,
+                    None => {
+                        self.rounds.retain(|r| r.round < round);
+                        self.rounds.push(RoundRecord {
+                            round,
+                            pool: 0,
+                            threshold,
+                            started_at_ms: None,
+                            finished_at_ms: None,
+                            added: 0,
+                            total: 0,
+                            per_class: Vec::new(),
+                            per_class_precision: Vec::new(),
+                            precision: None,
+                            confidence_hist: Vec::new(),
+                            csv: String::new(),
+                            samples: Vec::new(),
+                        });
+                        self.rounds.len() - 1
+                    }
+                };
+                if let Some(r) = self.rounds.get_mut(idx) {
+                    r.finished_at_ms = Some(at);
+                    r.added = added;
+                    r.total = total;
+                    r.per_class = per_class;
+                    r.per_class_precision = per_class_precision;
+                    r.precision = precision;
+                    r.threshold = threshold;
+                    r.confidence_hist = confidence_hist;
+                    r.csv = csv;
+                    r.samples = samples;
+                }
+                self.set_threshold(threshold);
+            }
+            Event::Paused { .. } => {
+                if self.state == RunState::Running || self.state == RunState::Waiting {
+                    self.state = RunState::Paused;
+                }
+                if !self.state.has_ended() && self.paused_at_ms.is_none() {
+                    self.paused_at_ms = Some(at);
+                }
+            }
+            Event::Resumed => {
+                if self.state == RunState::Paused {
+                    self.state = RunState::Running;
+                }
+                if let Some(since) = self.paused_at_ms.take() {
+                    if let Some(p) = self.epoch.as_mut() {
+                        p.paused_ms += at.saturating_sub(since);
+                    }
+                }
+            }
+            Event::ThresholdChanged { value } => self.set_threshold(value),
+            Event::LearningRateChanged { value } => self.learning_rate = Some(value),
+            Event::CheckpointSaved { path, epoch, step } => {
+                self.log(at, Level::Info, format!("checkpoint saved: {path}"));
+                self.last_checkpoint = Some((path, epoch, step));
+            }
+            Event::Log { level, message } => self.log(at, level, message),
+            Event::Finished { summary } => {
+                self.state = RunState::Finished;
+                self.log(
+                    at,
+                    Level::Info,
+                    if summary.stopped {
+                        "run stopped"
+                    } else {
+                        "run finished"
+                    },
+                );
+                self.summary = Some(summary);
+                self.paused_at_ms = None;
+                return self.on_run_ended();
+            }
+            Event::Failed { error } => {
+                self.state = RunState::Failed;
+                self.log(at, Level::Error, format!("run failed: {error}"));
+                self.error = Some(error);
+                self.paused_at_ms = None;
+                return self.on_run_ended();
+            }
+        }
+        Vec::new()
+    }
+
+    fn set_threshold(&mut self, value: f32) {
+        self.threshold = Some(value);
+        if matches!(self.threshold_requested, Some(r) if (r - value).abs() < 1e-4) {
+            self.threshold_requested = None;
+        }
+    }
+
+    fn on_run_ended(&mut self) -> Vec<Effect> {
+        if self.quit_when_ended {
+            vec![Effect::Quit]
+        } else {
+            Vec::new()
+        }
+    }
+
+    // ----- keys -----------------------------------------------------------------------------
+
+    fn on_action(&mut self, action: Action) -> Vec<Effect> {
+        if self.confirm_quit {
+            return self.on_confirm(action);
+        }
+        match action {
+            Action::ToggleHelp => {
+                self.help = !self.help;
+                Vec::new()
+            }
+            Action::No => {
+                self.help = false;
+                Vec::new()
+            }
+            Action::Yes => Vec::new(),
+            Action::Detach => vec![Effect::Detach],
+            Action::Quit => {
+                if self.state.has_ended() || self.stream_closed {
+                    vec![Effect::Quit]
+                } else {
+                    self.confirm_quit = true;
+                    Vec::new()
+                }
+            }
+            Action::TogglePause => match self.state {
+                RunState::Running => self.send(Command::Pause, "pause requested"),
+                RunState::Paused => self.send(Command::Resume, "resume requested"),
+                _ => self.refuse(),
+            },
+            Action::SaveCheckpoint => {
+                if self.state.accepts_commands() {
+                    self.send(Command::SaveCheckpoint, "checkpoint requested")
+                } else {
+                    self.refuse()
+                }
+            }
+            Action::PseudoLabelRound => {
+                if !self.state.accepts_commands() {
+                    return self.refuse();
+                }
+                let has_pool = self.run.as_ref().is_some_and(|r| r.sizes.unlabelled > 0);
+                if has_pool {
+                    self.send(Command::PseudoLabelRound, "pseudo-label round requested")
+                } else {
+                    self.notice = Some("no unlabelled pool: self-training is off".into());
+                    Vec::new()
+                }
+            }
+            Action::ThresholdUp => self.step_threshold(THRESHOLD_STEP),
+            Action::ThresholdDown => self.step_threshold(-THRESHOLD_STEP),
+        }
+    }
+
+    fn on_confirm(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Yes => {
+                self.confirm_quit = false;
+                if self.state.has_ended() || self.stream_closed || self.state == RunState::Stopping
+                {
+                    // Nothing to wait for (or already waiting: quit now).
+                    vec![Effect::Quit]
+                } else {
+                    self.state = RunState::Stopping;
+                    self.quit_when_ended = true;
+                    self.notice = Some("stopping: checkpoint, then quit".into());
+                    vec![Effect::Send(Command::Stop)]
+                }
+            }
+            Action::No => {
+                self.confirm_quit = false;
+                Vec::new()
+            }
+            Action::Detach => {
+                self.confirm_quit = false;
+                vec![Effect::Detach]
+            }
+            // Any other key leaves the question open.
+            _ => Vec::new(),
+        }
+    }
+
+    fn send(&mut self, cmd: Command, notice: &str) -> Vec<Effect> {
+        if self.stream_closed {
+            self.notice = Some("not connected: the run cannot be reached".into());
+            return Vec::new();
+        }
+        self.notice = Some(notice.to_string());
+        vec![Effect::Send(cmd)]
+    }
+
+    fn refuse(&mut self) -> Vec<Effect> {
+        self.notice = Some(match self.state {
+            RunState::Waiting => "the run has not started yet".into(),
+            RunState::Stopping => "the run is stopping".into(),
+            _ => "the run has ended".into(),
+        });
+        Vec::new()
+    }
+
+    fn step_threshold(&mut self, delta: f32) -> Vec<Effect> {
+        if !self.state.accepts_commands() {
+            return self.refuse();
+        }
+        let Some(base) = self.effective_threshold() else {
+            return Vec::new();
+        };
+        let next = clamp_threshold(base + delta);
+        if (next - base).abs() < 1e-6 {
+            self.notice = Some(format!("threshold stays at {next:.2}"));
+            return Vec::new();
+        }
+        let effects = self.send(
+            Command::SetThreshold { value: next },
+            &format!("threshold {next:.2} requested"),
+        );
+        if !effects.is_empty() {
+            self.threshold_requested = Some(next);
+        }
+        effects
+    }
+}
+
+/// Round to hundredths and clamp to (0, 1]: the smallest threshold is 0.01.
+pub fn clamp_threshold(v: f32) -> f32 {
+    let v = if v.is_finite() { v } else { 1.0 };
+    ((v * 100.0).round() / 100.0).clamp(0.01, 1.0)
+}
