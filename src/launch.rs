@@ -125,7 +125,7 @@ async fn dashboard(
     let replay = hub::read_events(hub.path()).unwrap_or_default();
     let replay: Vec<_> = replay.into_iter().filter(|e| e.seq < first_seq).collect();
     let live = hub::follow(hub, first_seq.checked_sub(1), 1024);
-    let view = ui::detect_options(ascii);
+    let view = ui::detect_options(ui::no_color_env(), ascii);
     let opts = ui::DashboardOptions {
         fps,
         color: view.color,
