@@ -37,7 +37,7 @@ impl BatchNorm2d {
     /// Creates (or fetches from `vb`) `weight` (init 1), `bias` (0), `running_mean` (0) and
     /// `running_var` (1), each of shape `[num_features]`.
     pub fn new(num_features: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        if !(eps >= 0.0) {
+        if eps.is_nan() || eps < 0.0 {
             candle_core::bail!("batch-norm {}: eps must be >= 0, got {eps}", vb.prefix())
         }
         let weight = vb.get_with_hints(num_features, "weight", Init::Const(1.0))?;

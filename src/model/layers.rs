@@ -20,7 +20,10 @@ pub fn conv2d_no_bias(
     cfg: Conv2dConfig,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    if cfg.groups == 0 || in_channels % cfg.groups != 0 || out_channels % cfg.groups != 0 {
+    if cfg.groups == 0
+        || !in_channels.is_multiple_of(cfg.groups)
+        || !out_channels.is_multiple_of(cfg.groups)
+    {
         candle_core::bail!(
             "conv {}: {in_channels} -> {out_channels} channels not divisible into {} groups",
             vb.prefix(),

@@ -47,7 +47,7 @@ pub enum ModelError {
     #[error("building {arch}: {source}")]
     Build {
         arch: String,
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     #[error("cannot read weights file {path}: {message}")]
     Read { path: PathBuf, message: String },
@@ -76,7 +76,7 @@ pub enum ModelError {
     Tensor {
         path: PathBuf,
         name: String,
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }
 
@@ -114,7 +114,7 @@ pub fn build(
     };
     built.map_err(|source| ModelError::Build {
         arch: arch.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -64,7 +64,7 @@ fn resnet18_names_shapes_and_param_count_match_torchvision() -> candle_core::Res
     assert_eq!(n["layer4.1.bn2.weight"], vec![512]);
     assert_eq!(n["fc.weight"], vec![1000, 512]);
     assert!(!n.contains_key("layer1.0.downsample.0.weight"));
-    // 20 BatchNorms × 4 tensors + 21 conv weights + fc weight and bias = 102 state-dict entries
+    // 20 BatchNorms × 4 tensors + 20 conv weights + fc weight and bias = 102 state-dict entries
     // without num_batches_tracked, as torchvision.
     assert_eq!(n.len(), 102);
     let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu)?;

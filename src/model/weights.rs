@@ -96,7 +96,7 @@ pub fn load_weights(
         let tensor_err = |source| ModelError::Tensor {
             path: path.to_path_buf(),
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         };
         let t = t
             .to_dtype(var.dtype())
