@@ -57,6 +57,19 @@ impl BatchNorm2d {
         })
     }
 
+    /// Sets the running-statistics momentum (PyTorch convention: the weight of the new batch).
+    pub fn with_momentum(mut self, momentum: f64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&momentum) {
+            candle_core::bail!("batch-norm: momentum must be in [0, 1], got {momentum}")
+        }
+        self.momentum = momentum;
+        Ok(self)
+    }
+
+    pub fn momentum(&self) -> f64 {
+        self.momentum
+    }
+
     pub fn num_features(&self) -> usize {
         self.num_features
     }

