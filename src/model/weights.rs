@@ -277,22 +277,54 @@ fn read_legacy_pth(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
                 info.name
             ))
         })?;
-        let layout = &info.layout;
-        if !layout.is_contiguous() {
-            candle_core::bail!(
-                "legacy checkpoint: tensor {} is not contiguous ({layout:?})",
-                info.name
-            )
-        }
         // candle's pickle reader expresses the offset in bytes.
-        let offset = layout.start_offset() / info.dtype.size_in_bytes();
+        let offset = info.layout.start_offset() / info.dtype.size_in_bytes();
+        let layout = candle_core::Layout::new(
+            info.layout.shape().clone(),
+            info.layout.stride().to_vec(),
+            offset,
+        );
         let count = layout.shape().elem_count();
-        let t = storage
-            .narrow(0, offset, count)?
-            .reshape(layout.shape().clone())?;
+        let t = if layout.is_contiguous() {
+            storage
+                .narrow(0, offset, count)?
+                .reshape(layout.shape().clone())?
+        } else {
+            // Any other strides (e.g. a saved transpose): gather element by element.
+            let idx = strided_indices(layout.dims(), layout.stride(), offset);
+            if idx.iter().any(|&i| i as usize >= storage.elem_count()) {
+                candle_core::bail!(
+                    "legacy checkpoint: tensor {} reaches past its storage {key}",
+                    info.name
+                )
+            }
+            let idx = Tensor::from_vec(idx, count, &Device::Cpu)?;
+            storage
+                .index_select(&idx, 0)?
+                .reshape(layout.shape().clone())?
+        };
         out.push((info.name, t));
     }
     Ok(out)
+}
+
+/// Flat element indices of a strided view, in row-major order of `dims`.
+fn strided_indices(dims: &[usize], stride: &[usize], offset: usize) -> Vec<u32> {
+    let count: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(count);
+    let mut pos = vec![0usize; dims.len()];
+    for _ in 0..count {
+        let i: usize = offset + pos.iter().zip(stride).map(|(p, s)| p * s).sum::<usize>();
+        out.push(u32::try_from(i).unwrap_or(u32::MAX));
+        for d in (0..dims.len()).rev() {
+            pos[d] += 1;
+            if pos[d] < dims[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+    out
 }
 
 fn storage_key(path: &str) -> &str {
