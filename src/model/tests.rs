@@ -310,7 +310,8 @@ mod pth {
                     "bn.weight",
                     "conv.weight",
                     "fc.bias",
-                    "fc.weight"
+                    "fc.weight",
+                    "proj.weight"
                 ],
                 "{file}"
             );
