@@ -288,7 +288,6 @@ fn efficientnet_lite0_matches_the_pretrained_state_dict_layout() -> candle_core:
 }
 
 mod pth {
-    use super::*;
     use crate::model::weights::read_checkpoint;
 
     fn fixture(name: &str) -> std::path::PathBuf {
@@ -350,4 +349,61 @@ mod pth {
         std::fs::write(&p, &bytes[..40]).expect("write");
         assert!(read_checkpoint(&p).is_err());
     }
+}
+
+/// wick-cnn + cross-entropy + SGD learn a small synthetic task (which quadrant of a 16x16 image
+/// holds a bright 5x5 patch, under noise; small so that the test stays fast on 2 cores) within a few dozen steps.
+#[test]
+fn wick_cnn_learns_a_synthetic_task() -> candle_core::Result<()> {
+    use crate::config::{ModelConfig, TrainConfig};
+    use crate::engine::{loss, optim};
+
+    let mut state = 12345u64;
+    let mut rnd = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let mut batch = |n: usize| -> candle_core::Result<(Tensor, Tensor)> {
+        let mut x = vec![0f32; n * 16 * 16];
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let class = (rnd() * 4.0) as u32 % 4;
+            let (oy, ox) = (2 + 8 * (class as usize / 2), 2 + 8 * (class as usize % 2));
+            for p in 0..16 * 16 {
+                x[i * 256 + p] = rnd() - 0.5;
+            }
+            for dy in 0..5 {
+                for dx in 0..5 {
+                    x[i * 256 + (oy + dy) * 16 + ox + dx] += 1.5;
+                }
+            }
+            y.push(class);
+        }
+        Ok((
+            Tensor::from_vec(x, (n, 1, 16, 16), &Device::Cpu)?,
+            Tensor::from_vec(y, n, &Device::Cpu)?,
+        ))
+    };
+    let (vm, m) = built("wick-cnn", 1, 4);
+    let cfg = TrainConfig::default();
+    let mut opt = optim::build(
+        &cfg,
+        optim::param_groups(&vm, "fc", &ModelConfig::default(), 5e-4),
+    );
+    for _ in 0..40 {
+        let (x, y) = batch(16)?;
+        let l = loss::cross_entropy(&m.forward_t(&x, true, false)?, &y, None, 0.0)?;
+        opt.step(&l.backward()?, 0.05)?;
+    }
+    let (x, y) = batch(128)?;
+    let pred = m.forward_t(&x, false, false)?.argmax(1)?;
+    let correct = pred
+        .eq(&y)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    assert!(correct / 128.0 > 0.9, "accuracy {}", correct / 128.0);
+    Ok(())
 }

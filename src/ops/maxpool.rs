@@ -389,7 +389,10 @@ mod tests {
         out
     }
 
-    const CASES: &[((usize, usize, usize, usize), usize, usize, usize)] = &[
+    /// (input dims, kernel, stride, padding)
+    type Case = ((usize, usize, usize, usize), usize, usize, usize);
+
+    const CASES: &[Case] = &[
         ((1, 1, 5, 7), 3, 2, 1),
         ((2, 3, 6, 5), 3, 1, 1),
         ((1, 2, 7, 4), 2, 2, 0),
