@@ -359,7 +359,10 @@ impl Config {
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of_offset(text, s.start)).unwrap_or(1);
+            let line = e
+                .span()
+                .map(|s| line_of_offset(text, s.start))
+                .unwrap_or(1);
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,
@@ -454,10 +457,7 @@ impl Config {
             return Err(bad(
                 "model",
                 "arch",
-                format!(
-                    "unknown architecture {:?}; expected one of {ARCHES:?}",
-                    m.arch
-                ),
+                format!("unknown architecture {:?}; expected one of {ARCHES:?}", m.arch),
             ));
         }
         if !(m.backbone_lr_mult >= 0.0) {

@@ -203,11 +203,7 @@ pub enum Event {
         mistakes: Vec<SampleNote>,
     },
     /// A pseudo-label round begins: the pool is being predicted.
-    RoundStarted {
-        round: u32,
-        pool: usize,
-        threshold: f32,
-    },
+    RoundStarted { round: u32, pool: usize, threshold: f32 },
     /// A pseudo-label round selected its labels.
     RoundFinished {
         round: u32,
@@ -230,37 +226,19 @@ pub enum Event {
         samples: Vec<SampleNote>,
     },
     /// The engine finished its batch and is idle.
-    Paused {
-        epoch: u32,
-        step: u32,
-    },
+    Paused { epoch: u32, step: u32 },
     Resumed,
     /// The pseudo-label threshold changed.
-    ThresholdChanged {
-        value: f32,
-    },
+    ThresholdChanged { value: f32 },
     /// The base learning rate changed.
-    LearningRateChanged {
-        value: f64,
-    },
-    CheckpointSaved {
-        path: String,
-        epoch: u32,
-        step: u64,
-    },
+    LearningRateChanged { value: f64 },
+    CheckpointSaved { path: String, epoch: u32, step: u64 },
     /// A line for the dashboard's log pane.
-    Log {
-        level: Level,
-        message: String,
-    },
+    Log { level: Level, message: String },
     /// The run completed (or was stopped) and wrote its last checkpoint.
-    Finished {
-        summary: Summary,
-    },
+    Finished { summary: Summary },
     /// The run failed; `error` says why.
-    Failed {
-        error: String,
-    },
+    Failed { error: String },
 }
 
 impl Event {
