@@ -200,6 +200,7 @@ fn read_legacy_pth(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
         0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.',
     ];
     let file = std::fs::File::open(path)?;
+    let file_len = file.metadata()?.len() as usize;
     let mut r = BufReader::new(file);
     let mut magic = [0u8; 15];
     r.read_exact(&mut magic)?;
@@ -255,7 +256,14 @@ fn read_legacy_pth(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
         let elem = dtype.map(|d| d.size_in_bytes()).unwrap_or(0);
         match dtype {
             Some(dtype) => {
-                let mut buf = vec![0u8; numel * elem];
+                // Refuse sizes the file cannot hold before allocating (corrupt or truncated file).
+                let bytes = numel.checked_mul(elem).filter(|&b| b <= file_len);
+                let Some(bytes) = bytes else {
+                    candle_core::bail!(
+                        "legacy checkpoint: storage {key} claims {numel} elements, more than the file holds"
+                    )
+                };
+                let mut buf = vec![0u8; bytes];
                 r.read_exact(&mut buf)?;
                 let t = Tensor::from_raw_buffer(&buf, dtype, &[numel], &Device::Cpu)?;
                 storages.insert(key, t);
