@@ -142,7 +142,10 @@ pub fn follow(hub: &Arc<EventHub>, after: Option<u64>, capacity: usize) -> mpsc:
         let newer = |e: &Stamped, last: Option<u64>| last.is_none_or(|l| e.seq > l);
         // Catch up from the file first: covers events emitted before we subscribed.
         if let Ok(past) = read_events(&path) {
-            for e in past.into_iter().filter(|e| newer(e, last)) {
+            for e in past {
+                if !newer(&e, last) {
+                    continue;
+                }
                 last = Some(e.seq);
                 if tx.send(e).await.is_err() {
                     return;
@@ -161,7 +164,10 @@ pub fn follow(hub: &Arc<EventHub>, after: Option<u64>, capacity: usize) -> mpsc:
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     if let Ok(past) = read_events(&path) {
-                        for e in past.into_iter().filter(|e| newer(e, last)) {
+                        for e in past {
+                            if !newer(&e, last) {
+                                continue;
+                            }
                             last = Some(e.seq);
                             if tx.send(e).await.is_err() {
                                 return;

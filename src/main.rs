@@ -152,7 +152,14 @@ fn export_data(idx_dir: &Path, out: &Path) -> anyhow::Result<()> {
     let reports = wick::data::export_bundled_fashion(idx_dir, out)
         .with_context(|| format!("exporting Fashion-MNIST from {}", idx_dir.display()))?;
     for r in reports {
-        println!("{r}");
+        println!(
+            "{}: {} classes, {} train + {} val images, {} bytes",
+            r.out_dir.display(),
+            r.classes.len(),
+            r.train_counts.iter().sum::<usize>(),
+            r.val_counts.iter().sum::<usize>(),
+            r.bytes
+        );
     }
     Ok(())
 }
