@@ -166,7 +166,8 @@ fn export_data(idx_dir: &Path, out: &Path) -> anyhow::Result<()> {
 
 fn export_weights(run: &Path, out: &Path) -> anyhow::Result<()> {
     let run = wick::rundir::RunDir::open(run)?;
-    let ckpt = wick::engine::checkpoint::best_or_latest(&run.checkpoints(), &candle_core::Device::Cpu)?;
+    let ckpt =
+        wick::engine::checkpoint::best_or_latest(&run.checkpoints(), &candle_core::Device::Cpu)?;
     let n = wick::engine::checkpoint::export_weights(&ckpt, out)?;
     println!(
         "wrote {n} tensors from {} (epoch {}, val acc {:.2}%) to {}",

@@ -148,7 +148,7 @@ async fn pause_resume_and_stop_through_the_command_channel() {
 fn a_round_adopts_confident_pseudo_labels_and_writes_the_csv() {
     let data = common::fashion_slice(120, 30);
     let runs = tempfile::tempdir().unwrap();
-    let extra = "epochs = 4\n[self_training]\nenabled = true\nrounds = 1\nepochs_per_round = 1\nthreshold = 0.9\npolicy = \"global\"\n";
+    let extra = "epochs = 4\nbatch_size = 8\n[self_training]\nenabled = true\nrounds = 1\nepochs_per_round = 1\nthreshold = 0.6\npolicy = \"global\"\n";
     let text = common::tiny_config(data.path(), runs.path(), extra)
         .replace("[data]\n", "[data]\nlabels_per_class = 20\n");
     let (run, _hub, handle) = start(&text);

@@ -250,8 +250,8 @@ pub fn best_or_latest(checkpoints: &Path, device: &Device) -> Result<Checkpoint,
 pub fn export_weights(ckpt: &Checkpoint, out: &Path) -> Result<usize, CheckpointError> {
     let mut tensors: Vec<(&String, &Tensor)> = ckpt.model.iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(b.0));
-    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), *t)), None)
-        .map_err(ser)?;
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), *t)), None).map_err(ser)?;
     write_atomic(out, &bytes)?;
     Ok(tensors.len())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -93,7 +93,7 @@ impl Runner {
         );
 
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let vb = model::init::seeded_var_builder(&varmap, cfg.seed, DType::F32, &device);
         let net = model::build(&cfg.model.arch, cfg.data.channels, data.classes.len(), vb)?;
         let params: usize = varmap
             .all_vars()

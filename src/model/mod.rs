@@ -7,6 +7,7 @@
 
 pub mod batchnorm;
 pub mod efficientnet;
+pub mod init;
 pub mod layers;
 pub mod resnet;
 pub mod weights;

@@ -39,8 +39,18 @@ fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A config for a small, fast run on a slice made by [`fashion_slice`].
+/// A config for a small, fast run on a slice made by [`fashion_slice`]. `extra` goes under
+/// `[train]` (and may open further tables); its keys override the defaults given here.
 pub fn tiny_config(data: &Path, runs: &Path, extra: &str) -> String {
+    let mut train = String::new();
+    for (key, value) in [("epochs", "4"), ("batch_size", "32"), ("lr", "0.05")] {
+        if !extra
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{key} =")))
+        {
+            train.push_str(&format!("{key} = {value}\n"));
+        }
+    }
     format!(
         r#"seed = 7
 device = "cpu"
@@ -61,11 +71,8 @@ workers = 2
 arch = "wick-cnn"
 
 [train]
-epochs = 4
-batch_size = 32
-lr = 0.05
 schedule = "cosine"
-{extra}
+{train}{extra}
 "#,
         runs = runs.display(),
         data = data.display(),
