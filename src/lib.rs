@@ -5,6 +5,7 @@
 //! attached clients over the run's control socket, and the run's `events.jsonl`.
 
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod engine;
 pub mod headless;
@@ -12,6 +13,7 @@ pub mod hub;
 pub mod launch;
 pub mod model;
 pub mod ops;
+pub mod predict;
 pub mod protocol;
 pub mod rundir;
 pub mod ui;
