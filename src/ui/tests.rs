@@ -6,20 +6,22 @@ use ratatui::style::Color;
 
 use crate::protocol::{Command, Event, Level, Phase};
 
-use super::keymap::HELP;
+use super::palette::ColorDepth;
 use super::state::{App, Effect, Msg, RunState, ViewOptions, LOG_LINES_MAX, LOSS_HISTORY_MAX};
 use super::test_support::{
     app_from, finished, paused, render, running, text, Script, CLASSES, RUN_ID,
 };
 use super::view::STOP_PROMPT;
 
-const FANCY: ViewOptions = ViewOptions {
+pub(crate) const FANCY: ViewOptions = ViewOptions {
     color: true,
     ascii: false,
+    color_depth: ColorDepth::TrueColor,
 };
-const PLAIN: ViewOptions = ViewOptions {
+pub(crate) const PLAIN: ViewOptions = ViewOptions {
     color: false,
     ascii: true,
+    color_depth: ColorDepth::Ansi16,
 };
 
 fn key(c: char) -> Msg {
@@ -266,13 +268,14 @@ fn help_overlay_lists_every_key() {
     app.update(key('?'));
     assert!(app.help);
     let s = screen(&app, 80, 24);
-    for (k, what) in HELP {
+    let rows = app.keys.help_rows();
+    for (k, what) in &rows {
         let row = row_with(&s, what).unwrap_or_else(|| panic!("{what} missing: {s}"));
-        assert!(row.contains(k), "{k}: {s}");
+        assert!(row.contains(k.as_str()), "{k}: {s}");
     }
     app.update(key('?'));
     assert!(!app.help);
-    assert!(!screen(&app, 80, 24).contains(HELP[0].1));
+    assert!(!screen(&app, 80, 24).contains(rows[0].1));
 }
 
 #[test]
@@ -689,6 +692,7 @@ mod run_loop {
             &mut r.ev_rx,
             &r.cmd_tx,
             1000,
+            &crate::ui::DashboardStats::default(),
         )
         .await
     }
@@ -805,6 +809,7 @@ mod run_loop {
             &mut r.ev_rx,
             &r.cmd_tx,
             30,
+            &crate::ui::DashboardStats::default(),
         )
         .await;
         assert_eq!(exit, DashboardExit::TerminalLost, "SIGHUP");
@@ -867,4 +872,39 @@ fn write_synthetic_fixture() {
         out.push('\n');
     }
     std::fs::write(dir.join("synthetic-fmnist5-finished.jsonl"), out).expect("write");
+}
+
+/// Prints every view at 80x24 in ASCII without colour (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn dump_screens() {
+    let mut app = app_from(&finished().events, PLAIN);
+    let (w, h) = std::env::var("WICK_DUMP_SIZE")
+        .ok()
+        .and_then(|s| {
+            let (a, b) = s.split_once('x')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((80, 24));
+    app.update(Msg::Resize(w, h));
+    for c in ['1', '2', '3', '4'] {
+        let effects = app.update(key(c));
+        load_now(&mut app, effects);
+        println!("=== view {c} ===\n{}", screen(&app, w, h));
+    }
+    app.update(key('3'));
+    let effects = app.update(key('m'));
+    load_now(&mut app, effects);
+    println!("=== samples, pseudo-labels ===\n{}", screen(&app, w, h));
+    app.update(key('?'));
+    println!("=== help ===\n{}", screen(&app, w, h));
+}
+
+/// Perform thumbnail effects at once (what the run loop does in the background).
+pub(crate) fn load_now(app: &mut App, effects: Vec<Effect>) {
+    for e in effects {
+        if let Effect::LoadThumbnails(paths) = e {
+            app.update(Msg::Thumbnails(crate::ui::thumbs::load_all(&paths)));
+        }
+    }
 }
