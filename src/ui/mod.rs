@@ -26,6 +26,8 @@ pub mod view;
 pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_views;
 
 pub use keymap::{action_for, Action, KeyConfig, Keymap};
 pub use palette::{detect_color_depth, ColorDepth};

@@ -289,11 +289,11 @@ fn stop_prompt_is_shown_after_q() {
     );
 }
 
-#[test]
-fn many_classes_fit_at_80x24() {
+/// A run with ten classes and one finished epoch.
+pub(crate) fn ten_classes(opts: ViewOptions) -> App {
     let mut s = Script::new();
     s.run_started(false);
-    let mut app = app_from(&s.events, FANCY);
+    let mut app = app_from(&s.events, opts);
     // Ten classes, one epoch finished.
     let names: Vec<String> = (0..10).map(|i| format!("class_{i}")).collect();
     if let Some(run) = app.run.as_mut() {
@@ -325,6 +325,12 @@ fn many_classes_fit_at_80x24() {
             mistakes: vec![],
         },
     }));
+    app
+}
+
+#[test]
+fn many_classes_fit_at_80x24() {
+    let app = ten_classes(FANCY);
     let scr = screen(&app, 80, 24);
     assert!(scr.contains("class_0") && scr.contains("class_9"), "{scr}");
     assert!(screen(&app, 160, 48).contains("Confusion"));
@@ -764,6 +770,48 @@ mod run_loop {
         assert_eq!(r.app, app_from(&all, FANCY));
         let shown = text(r.term.backend().buffer());
         assert!(shown.contains("FINISHED"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn samples_view_decodes_thumbnails_in_the_background_and_counts_frames() {
+        let mut r = rig(&finished().events);
+        let keys_tx = r.keys_tx.clone();
+        tokio::spawn(async move {
+            keys_tx.send(press('3')).ok();
+            // Leave time for the decoding task and the redraw.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            keys_tx.send(press('d')).ok();
+        });
+        let stats = crate::ui::DashboardStats::default();
+        let exit = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            run_loop(
+                &mut r.term,
+                &mut r.app,
+                &mut r.keys,
+                std::future::pending(),
+                &mut r.ev_rx,
+                &r.cmd_tx,
+                1000,
+                &stats,
+            ),
+        )
+        .await
+        .expect("loop ends");
+        assert_eq!(exit, DashboardExit::Detached);
+        assert!(matches!(
+            r.app
+                .thumbs
+                .get("data/fashion-target/val/Trouser/00002.png"),
+            Some(crate::ui::thumbs::ThumbSlot::Ready(_))
+        ));
+        let buf = r.term.backend().buffer();
+        assert!(
+            buf.content.iter().any(|c| c.symbol() == "▀"),
+            "{}",
+            text(buf)
+        );
+        assert!(stats.frames() >= 2, "first frame, then the thumbnails");
     }
 
     #[tokio::test]
