@@ -13,5 +13,6 @@ pub mod launch;
 pub mod model;
 pub mod ops;
 pub mod protocol;
+pub mod report;
 pub mod rundir;
 pub mod ui;
