@@ -926,7 +926,12 @@ fn write_synthetic_fixture() {
 #[test]
 #[ignore]
 fn dump_screens() {
-    let mut app = app_from(&finished().events, PLAIN);
+    let events = if std::env::var_os("WICK_DUMP_RUNNING").is_some() {
+        running().events
+    } else {
+        finished().events
+    };
+    let mut app = app_from(&events, PLAIN);
     let (w, h) = std::env::var("WICK_DUMP_SIZE")
         .ok()
         .and_then(|s| {

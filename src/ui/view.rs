@@ -162,7 +162,12 @@ fn too_small(frame: &mut Frame, area: Rect, cx: &Ctx) {
         "now {}x{}",
         area.width, area.height
     ))));
-    lines.push(Line::raw(center("q: quit, d: detach")));
+    let k = |a: Action| cx.app.keys.first_key(a).unwrap_or_else(|| "-".into());
+    lines.push(Line::raw(center(&format!(
+        "{}: quit, {}: detach",
+        k(Action::Quit),
+        k(Action::Detach)
+    ))));
     put(frame, area, lines);
 }
 
