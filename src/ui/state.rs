@@ -1492,7 +1492,7 @@ impl App {
     /// shows. Positions are clamped to what the current terminal size can show.
     fn scroll(&mut self, action: Action) {
         let (w, h) = self.term_size();
-        let main = super::view::main_area(ratatui::layout::Rect::new(0, 0, w, h), self);
+        let main = super::view::main_area(ratatui::layout::Rect::new(0, 0, w, h));
         // Signed step: negative = towards the start.
         let page = i64::from(main.height.saturating_sub(3).max(1));
         let step = |a: Action, page: i64| -> Option<i64> {

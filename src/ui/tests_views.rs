@@ -774,3 +774,24 @@ fn counting_writer_counts() {
     assert_eq!(stats.bytes_written(), 11);
     assert_eq!(stats.frames(), 0);
 }
+
+/// Every recorded stream (the synthetic one and any added later) draws every view at both
+/// sizes: ASCII without colour is pure ASCII; colour modes do not panic and show the state.
+#[test]
+fn every_fixture_draws_every_view() {
+    for (path, events) in fixtures() {
+        for opts in [PLAIN, FANCY, C16] {
+            let mut app = app_from(&events, opts);
+            for view in View::ALL {
+                for (w, h) in [(80, 24), (200, 60), (60, 20)] {
+                    let buf = show(&mut app, view, w, h);
+                    let s = text(&buf);
+                    assert!(s.contains(app.state.label()), "{path} {view:?}\n{s}");
+                    if opts == PLAIN {
+                        assert_ascii_no_colour(&buf, &format!("{path} {view:?} {w}x{h}"));
+                    }
+                }
+            }
+        }
+    }
+}

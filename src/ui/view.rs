@@ -78,7 +78,7 @@ fn chrome(area: Rect) -> Chrome {
 }
 
 /// The area a view is drawn in, for a screen of `area` (used by `App` to size pages).
-pub fn main_area(area: Rect, _app: &App) -> Rect {
+pub fn main_area(area: Rect) -> Rect {
     chrome(area).main
 }
 
