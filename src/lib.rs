@@ -15,5 +15,6 @@ pub mod model;
 pub mod ops;
 pub mod predict;
 pub mod protocol;
+pub mod report;
 pub mod rundir;
 pub mod ui;
