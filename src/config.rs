@@ -57,6 +57,9 @@ pub struct Config {
     pub self_training: SelfTrainingConfig,
     #[serde(default)]
     pub ui: UiConfig,
+    /// Dashboard key bindings (see README.md, "The dashboard").
+    #[serde(default)]
+    pub keys: crate::ui::KeyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -548,6 +551,20 @@ impl Config {
                     .into(),
             ));
         }
+        if let Err(message) = self.keys.validate() {
+            // The message starts with the offending field (`keys.<action>`).
+            let field = message
+                .split(':')
+                .next()
+                .and_then(|f| f.strip_prefix("keys."))
+                .unwrap_or("")
+                .to_string();
+            let message = message
+                .split_once(": ")
+                .map(|(_, m)| m.to_string())
+                .unwrap_or(message);
+            return Err(bad("keys", &field, message));
+        }
         if self.ui.fps == 0 || self.ui.fps > 60 {
             return Err(bad(
                 "ui",
@@ -667,6 +684,13 @@ mod tests {
         let err = parse(&format!("{MINIMAL}[train]\nbatch_size = \"big\"\n")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("test.toml:5:"), "{msg}");
+    }
+
+    #[test]
+    fn key_clash_names_the_field_and_line() {
+        let err = parse(&format!("{MINIMAL}[keys]\nsort = \"r\"\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:5: field `keys.sort`"), "{msg}");
     }
 
     #[test]

@@ -61,6 +61,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// (Re)write runs/<id>/report.md and its plots from the run's events.
+    Report {
+        /// Run directory (runs/<run-id>).
+        run: PathBuf,
+    },
     /// Convert a PyTorch checkpoint (.pth, zip or legacy format) to safetensors.
     Convert { input: PathBuf, output: PathBuf },
     /// Write a run's best model weights as a plain safetensors file (usable as `model.pretrained`).
@@ -105,6 +110,11 @@ fn main() -> ExitCode {
             json,
         } => report(predict(model, &images, arch, channels, size, top, json)),
         Cmd::Convert { input, output } => report(convert(&input, &output)),
+        Cmd::Report { run } => report(
+            wick::report::write_report(&run)
+                .map(|p| println!("wrote {}", p.display()))
+                .map_err(anyhow::Error::from),
+        ),
     }
 }
 
