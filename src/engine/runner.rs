@@ -10,7 +10,6 @@ use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::checkpoint::{self, PseudoLabel, TrainState};
@@ -476,7 +475,7 @@ impl Runner {
         self.last_eval = Some(eval);
         tracing::info!(epoch, train_loss, val_acc, lr, "epoch finished");
         let every = self.cfg.train.checkpoint_every;
-        if every > 0 && epoch % every == 0 {
+        if every > 0 && epoch.is_multiple_of(every) {
             self.save_checkpoint()?;
         }
         if improved {
@@ -671,11 +670,7 @@ impl Runner {
 
     fn drain(&mut self, rounds_allowed: bool) -> Result<Flow, EngineError> {
         let mut round_requested = false;
-        loop {
-            let cmd = match self.commands.try_recv() {
-                Ok(c) => c,
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            };
+        while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Pause => {
                     if self.pause_until_resumed()? == Flow::Stop {
