@@ -69,6 +69,69 @@ pub fn conv2d(
     }
 }
 
+/// The input gradient of [`conv2d`] alone: `dy` `[N, Cout, OH, OW]`, `w` as for [`conv2d`],
+/// `x_dims` the input's `[N, Cin, H, W]`. Not differentiable. Uses the CPU kernels when they
+/// apply, else candle's transposed convolution (equal strides, paddings and dilations only).
+pub fn conv2d_input_grad(
+    dy: &Tensor,
+    w: &Tensor,
+    x_dims: (usize, usize, usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Result<Tensor> {
+    let xs = Tensor::zeros(1, w.dtype(), w.device())?.broadcast_as(x_dims)?;
+    let g = Geom::new(&xs, w, stride, padding, dilation, groups)?;
+    if dy.dims() != g.y_shape().dims() {
+        candle_core::bail!("conv2d_input_grad: dy {:?}, expected {:?}", dy.dims(), g.y_shape())
+    }
+    if use_kernels(dy, w) {
+        return dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvInputGrad { g });
+    }
+    if g.sh != g.sw || g.ph != g.pw || g.dh != g.dw || g.groups != 1 {
+        candle_core::bail!("conv2d_input_grad: candle's path needs equal axes and one group")
+    }
+    // candle's own backward formula (from its backprop): a transposed convolution.
+    let out_pad = g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1 - (g.oh - 1) * g.sh;
+    dy.conv_transpose2d(w, g.ph, out_pad, g.sh, g.dh)
+}
+
+/// The weight gradient of [`conv2d`] alone: `x` the input, `dy` the output gradient. Not
+/// differentiable. Uses the CPU kernels when they apply, else candle's backward formula (a
+/// convolution of the transposed tensors; equal axes, one group).
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    dy: &Tensor,
+    w_dims: (usize, usize, usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Result<Tensor> {
+    let ws = Tensor::zeros(1, x.dtype(), x.device())?.broadcast_as(w_dims)?;
+    let g = Geom::new(x, &ws, stride, padding, dilation, groups)?;
+    if dy.dims() != g.y_shape().dims() {
+        candle_core::bail!("conv2d_weight_grad: dy {:?}, expected {:?}", dy.dims(), g.y_shape())
+    }
+    if use_kernels(x, dy) {
+        return x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ConvWeightGrad { g });
+    }
+    if g.sh != g.sw || g.ph != g.pw || g.dh != g.dw || g.groups != 1 {
+        candle_core::bail!("conv2d_weight_grad: candle's path needs equal axes and one group")
+    }
+    let gk = x
+        .transpose(0, 1)?
+        .conv2d(&dy.transpose(0, 1)?, g.ph, g.dh, g.sh, 1)?
+        .transpose(0, 1)?;
+    let (_, _, kh, kw) = gk.dims4()?;
+    if kh > g.kh || kw > g.kw {
+        gk.narrow(2, 0, g.kh)?.narrow(3, 0, g.kw)
+    } else {
+        Ok(gk)
+    }
+}
+
 /// Whether the CPU kernels apply: CPU tensors of one float dtype they implement, and the
 /// kernels not switched off ([`super::Backend`]).
 fn use_kernels(x: &Tensor, w: &Tensor) -> bool {
