@@ -206,26 +206,33 @@ fn per_channel<T: Float, R: Send>(g: &BnGeom, f: impl Fn(usize) -> R + Sync + Se
     (0..g.c).into_par_iter().map(f).collect()
 }
 
-/// Sum and sum of squares of `(v - k)` over a plane, in f64 lanes.
-fn plane_moments<T: Float>(plane: &[T], k: f64) -> (f64, f64) {
-    const L: usize = 8;
-    let mut s = [0f64; L];
-    let mut q = [0f64; L];
-    let chunks = plane.chunks_exact(L);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for i in 0..L {
-            let v = ch[i].to_f64() - k;
-            s[i] += v;
-            q[i] += v * v;
+/// Lanes of the reductions (one AVX-512 register of f32).
+const L: usize = 16;
+/// Elements summed in `T` before the partial sums move to f64.
+const BLOCK: usize = 1024;
+
+/// Sum and sum of squares of `(v - k)` over a plane: `T` lanes within blocks, f64 across them.
+fn plane_moments<T: Float>(plane: &[T], k: T) -> (f64, f64) {
+    let (mut st, mut qt) = (0f64, 0f64);
+    for block in plane.chunks(BLOCK) {
+        let mut s = [T::zero(); L];
+        let mut q = [T::zero(); L];
+        let chunks = block.chunks_exact(L);
+        let rest = chunks.remainder();
+        for ch in chunks {
+            for i in 0..L {
+                let v = ch[i] - k;
+                s[i] += v;
+                q[i] += v * v;
+            }
         }
-    }
-    let mut st: f64 = s.iter().sum();
-    let mut qt: f64 = q.iter().sum();
-    for v in rest {
-        let v = v.to_f64() - k;
-        st += v;
-        qt += v * v;
+        for &v in rest {
+            let v = v - k;
+            s[0] += v;
+            q[0] += v * v;
+        }
+        st += s.iter().map(|v| v.to_f64()).sum::<f64>();
+        qt += q.iter().map(|v| v.to_f64()).sum::<f64>();
     }
     (st, qt)
 }
@@ -234,7 +241,7 @@ fn batch_stats<T: Float>(g: &BnGeom, x: &[T], eps: f64) -> Stats {
     let hw = g.hw;
     let m = g.count() as f64;
     let r: Vec<(f64, f64)> = per_channel::<T, _>(g, |c| {
-        let k = x[c * hw].to_f64();
+        let k = x[c * hw];
         let (mut s, mut q) = (0.0, 0.0);
         for n in 0..g.n {
             let (a, b) = plane_moments(&x[(n * g.c + c) * hw..][..hw], k);
@@ -243,7 +250,7 @@ fn batch_stats<T: Float>(g: &BnGeom, x: &[T], eps: f64) -> Stats {
         }
         let mean_shifted = s / m;
         let var = (q / m - mean_shifted * mean_shifted).max(0.0);
-        (k + mean_shifted, var)
+        (k.to_f64() + mean_shifted, var)
     });
     let mean: Vec<f64> = r.iter().map(|p| p.0).collect();
     let var: Vec<f64> = r.iter().map(|p| p.1).collect();
@@ -322,7 +329,12 @@ impl BnFwd {
     }
 }
 
-fn dispatch3<F32, F64>(s: &CpuStorage, what: &str, f32: F32, f64: F64) -> Result<(CpuStorage, Shape)>
+fn dispatch3<F32, F64>(
+    s: &CpuStorage,
+    what: &str,
+    f32: F32,
+    f64: F64,
+) -> Result<(CpuStorage, Shape)>
 where
     F32: FnOnce() -> Result<(CpuStorage, Shape)>,
     F64: FnOnce() -> Result<(CpuStorage, Shape)>,
@@ -406,28 +418,53 @@ struct BnBwd {
     param_grads: Arc<OnceLock<(Vec<f64>, Vec<f64>)>>,
 }
 
-/// `Σ dz` and `Σ dz * (x - mean)` over a plane, `dz = dy` or `dy * (y > 0)`.
-fn plane_grad_sums<T: Float>(dy: &[T], x: &[T], y: &[T], mean: f64, relu: bool) -> (f64, f64) {
-    const L: usize = 8;
-    let mut s = [0f64; L];
-    let mut q = [0f64; L];
-    let n = dy.len() / L * L;
+/// `Σ dz` and `Σ dz * (x - mean)` over a plane, `dz = dy`, or `dy * (y > 0)` when `RELU`.
+fn plane_grad_sums<T: Float, const RELU: bool>(dy: &[T], x: &[T], y: &[T], mean: T) -> (f64, f64) {
     let z = T::zero();
-    for i in (0..n).step_by(L) {
-        for j in 0..L {
-            let d = if relu && y[i + j] <= z { 0.0 } else { dy[i + j].to_f64() };
-            s[j] += d;
-            q[j] += d * (x[i + j].to_f64() - mean);
+    let (mut st, mut qt) = (0f64, 0f64);
+    let mut o = 0;
+    while o < dy.len() {
+        let e = (o + BLOCK).min(dy.len());
+        let (dyb, xb, yb) = (&dy[o..e], &x[o..e], &y[o..e]);
+        let mut s = [z; L];
+        let mut q = [z; L];
+        let full = dyb.len() / L * L;
+        for i in (0..full).step_by(L) {
+            for j in 0..L {
+                let d = if RELU && yb[i + j] <= z {
+                    z
+                } else {
+                    dyb[i + j]
+                };
+                s[j] += d;
+                q[j] += d * (xb[i + j] - mean);
+            }
         }
-    }
-    let mut st: f64 = s.iter().sum();
-    let mut qt: f64 = q.iter().sum();
-    for i in n..dy.len() {
-        let d = if relu && y[i] <= z { 0.0 } else { dy[i].to_f64() };
-        st += d;
-        qt += d * (x[i].to_f64() - mean);
+        for i in full..dyb.len() {
+            let d = if RELU && yb[i] <= z { z } else { dyb[i] };
+            s[0] += d;
+            q[0] += d * (xb[i] - mean);
+        }
+        st += s.iter().map(|v| v.to_f64()).sum::<f64>();
+        qt += q.iter().map(|v| v.to_f64()).sum::<f64>();
+        o = e;
     }
     (st, qt)
+}
+
+/// `dx = a * dz + b * x + c0` over a plane (`b = c0 = 0` in eval mode).
+fn plane_dx<T: Float, const RELU: bool, const TRAIN: bool>(
+    out: &mut [T],
+    dy: &[T],
+    x: &[T],
+    y: &[T],
+    (a, b, c0): (T, T, T),
+) {
+    let z = T::zero();
+    for i in 0..out.len() {
+        let d = if RELU && y[i] <= z { z } else { dy[i] };
+        out[i] = if TRAIN { a * d + b * x[i] + c0 } else { a * d };
+    }
 }
 
 impl BnBwd {
@@ -455,7 +492,13 @@ impl BnBwd {
             let (mut s, mut q) = (0.0, 0.0);
             for n in 0..g.n {
                 let o = (n * g.c + c) * hw;
-                let (a, b) = plane_grad_sums(&dy[o..o + hw], &x[o..o + hw], &y[o..o + hw], st.mean[c], self.relu);
+                let (dyp, xp, yp) = (&dy[o..o + hw], &x[o..o + hw], &y[o..o + hw]);
+                let mean = T::from_f64(st.mean[c]);
+                let (a, b) = if self.relu {
+                    plane_grad_sums::<T, true>(dyp, xp, yp, mean)
+                } else {
+                    plane_grad_sums::<T, false>(dyp, xp, yp, mean)
+                };
                 s += a;
                 q += b;
             }
@@ -483,15 +526,16 @@ impl BnBwd {
         let relu = self.relu;
         let train = self.train;
         let hw1 = hw.max(1);
-        let z = T::zero();
         dx.par_chunks_mut(hw1).enumerate().for_each(|(p, out)| {
-            let c = p % g.c;
-            let (a, b, c0) = coef[c];
+            let k = coef[p % g.c];
             let o = p * hw1;
-            let (dyp, xp, yp) = (&dy[o..o + out.len()], &x[o..o + out.len()], &y[o..o + out.len()]);
-            for i in 0..out.len() {
-                let d = if relu && yp[i] <= z { z } else { dyp[i] };
-                out[i] = if train { a * d + b * xp[i] + c0 } else { a * d };
+            let n = out.len();
+            let (dyp, xp, yp) = (&dy[o..o + n], &x[o..o + n], &y[o..o + n]);
+            match (relu, train) {
+                (true, true) => plane_dx::<T, true, true>(out, dyp, xp, yp, k),
+                (false, true) => plane_dx::<T, false, true>(out, dyp, xp, yp, k),
+                (true, false) => plane_dx::<T, true, false>(out, dyp, xp, yp, k),
+                (false, false) => plane_dx::<T, false, false>(out, dyp, xp, yp, k),
             }
         });
         Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
@@ -518,5 +562,203 @@ impl CustomOp3 for BnBwd {
             || self.run::<f32>(s1, l1, s2, l2, s3, l3),
             || self.run::<f64>(s1, l1, s2, l2, s3, l3),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::kernel::testutil::{max_diff, values};
+    use crate::ops::{with_backend, Backend};
+    use candle_core::{Device, Var};
+
+    const SHAPES: &[(usize, usize, usize, usize)] = &[
+        (2, 3, 5, 4),
+        (1, 2, 7, 3),
+        (4, 1, 1, 1),
+        (3, 5, 1, 2),
+        (2, 2, 33, 35),
+        (1, 1, 6, 6),
+    ];
+
+    fn flat(t: &Tensor) -> Result<Vec<f64>> {
+        t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+    }
+
+    /// (y, dx, dgamma, dbeta, mean, var) of `sum(bn(x) * r)`.
+    type Out = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
+    fn run(
+        dims: (usize, usize, usize, usize),
+        seed: u64,
+        dtype: DType,
+        train: bool,
+        relu: bool,
+    ) -> Result<Out> {
+        let dev = &Device::Cpu;
+        let (n, c, h, w) = dims;
+        let len = n * c * h * w;
+        // Offset inputs (mean far from 0) to exercise the shifted sums.
+        let xv: Vec<f64> = values(len, seed).iter().map(|v| 3.0 + 2.0 * v).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(xv, dims, dev)?.to_dtype(dtype)?)?;
+        let gv: Vec<f64> = values(c, seed + 1).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let gamma = Var::from_tensor(&Tensor::from_vec(gv, c, dev)?.to_dtype(dtype)?)?;
+        let beta =
+            Var::from_tensor(&Tensor::from_vec(values(c, seed + 2), c, dev)?.to_dtype(dtype)?)?;
+        let rm = Tensor::from_vec(values(c, seed + 3), c, dev)?.to_dtype(dtype)?;
+        let rv = (Tensor::from_vec(values(c, seed + 4), c, dev)?.abs()? + 0.5)?.to_dtype(dtype)?;
+        let r = Tensor::from_vec(values(len, seed + 5), dims, dev)?.to_dtype(dtype)?;
+        let mode = if train {
+            BatchNormMode::Train
+        } else {
+            BatchNormMode::Eval {
+                mean: &rm,
+                var: &rv,
+            }
+        };
+        let (y, stats) = batch_norm2d(
+            x.as_tensor(),
+            gamma.as_tensor(),
+            beta.as_tensor(),
+            mode,
+            1e-5,
+            relu,
+        )?;
+        let g = (&y * &r)?.sum_all()?.backward()?;
+        let (mean, var) = match stats {
+            Some(s) => {
+                assert_eq!(s.count, n * h * w);
+                (flat(&s.mean)?, flat(&s.var)?)
+            }
+            None => (vec![], vec![]),
+        };
+        Ok((
+            flat(&y)?,
+            flat(g.get(x.as_tensor()).expect("dx"))?,
+            flat(g.get(gamma.as_tensor()).expect("dgamma"))?,
+            flat(g.get(beta.as_tensor()).expect("dbeta"))?,
+            mean,
+            var,
+        ))
+    }
+
+    #[test]
+    fn matches_candle_composition_forward_backward_and_stats() -> Result<()> {
+        for (i, &dims) in SHAPES.iter().enumerate() {
+            for train in [true, false] {
+                if train && dims.0 * dims.2 * dims.3 < 2 {
+                    continue;
+                }
+                for relu in [false, true] {
+                    for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 2e-4)] {
+                        let seed = 10 * i as u64;
+                        let ours = run(dims, seed, dtype, train, relu)?;
+                        let theirs = with_backend(Backend::Candle, || {
+                            run(dims, seed, DType::F64, train, relu)
+                        })?;
+                        let what = format!("{dims:?} train={train} relu={relu} {dtype:?}");
+                        assert!(max_diff(&ours.0, &theirs.0) < tol, "{what}: y");
+                        assert!(max_diff(&ours.1, &theirs.1) < tol * 10.0, "{what}: dx");
+                        assert!(max_diff(&ours.2, &theirs.2) < tol * 100.0, "{what}: dgamma");
+                        assert!(max_diff(&ours.3, &theirs.3) < tol * 100.0, "{what}: dbeta");
+                        assert!(max_diff(&ours.4, &theirs.4) < tol, "{what}: mean");
+                        assert!(max_diff(&ours.5, &theirs.5) < tol * 10.0, "{what}: var");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Central finite differences of `sum(bn(x) * r)` in x, weight and bias (train mode, with
+    /// and without ReLU).
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let dev = &Device::Cpu;
+        for (i, &dims) in [(2usize, 2usize, 3usize, 2usize), (1, 3, 2, 3)]
+            .iter()
+            .enumerate()
+        {
+            for relu in [false, true] {
+                let (_, c, _, _) = dims;
+                let len = dims.0 * dims.1 * dims.2 * dims.3;
+                let xv = values(len, 300 + i as u64);
+                let gv: Vec<f64> = values(c, 301).iter().map(|v| 1.0 + 0.5 * v).collect();
+                let bv = values(c, 302);
+                let r = Tensor::from_vec(values(len, 303), dims, dev)?;
+                let f = |xv: &[f64], gv: &[f64], bv: &[f64]| -> Result<f64> {
+                    let x = Tensor::from_vec(xv.to_vec(), dims, dev)?;
+                    let g = Tensor::from_vec(gv.to_vec(), c, dev)?;
+                    let b = Tensor::from_vec(bv.to_vec(), c, dev)?;
+                    let (y, _) = batch_norm2d(&x, &g, &b, BatchNormMode::Train, 1e-5, relu)?;
+                    (y * &r)?.sum_all()?.to_scalar::<f64>()
+                };
+                let x = Var::from_vec(xv.clone(), dims, dev)?;
+                let g = Var::from_vec(gv.clone(), c, dev)?;
+                let b = Var::from_vec(bv.clone(), c, dev)?;
+                let (y, _) = batch_norm2d(
+                    x.as_tensor(),
+                    g.as_tensor(),
+                    b.as_tensor(),
+                    BatchNormMode::Train,
+                    1e-5,
+                    relu,
+                )?;
+                let grads = (y * &r)?.sum_all()?.backward()?;
+                let an = [
+                    flat(grads.get(x.as_tensor()).expect("dx"))?,
+                    flat(grads.get(g.as_tensor()).expect("dg"))?,
+                    flat(grads.get(b.as_tensor()).expect("db"))?,
+                ];
+                let eps = 1e-6;
+                for (which, base) in [&xv, &gv, &bv].iter().enumerate() {
+                    for j in 0..base.len() {
+                        let mut args = [xv.clone(), gv.clone(), bv.clone()];
+                        args[which][j] += eps;
+                        let fp = f(&args[0], &args[1], &args[2])?;
+                        args[which][j] -= 2.0 * eps;
+                        let fm = f(&args[0], &args[1], &args[2])?;
+                        let num = (fp - fm) / (2.0 * eps);
+                        assert!(
+                            (num - an[which][j]).abs() < 1e-5,
+                            "{dims:?} relu={relu} arg {which}[{j}]: {} vs {num}",
+                            an[which][j]
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() -> Result<()> {
+        let dev = &Device::Cpu;
+        let x = Tensor::zeros((1, 3, 1, 1), DType::F32, dev)?;
+        let g = Tensor::ones(3, DType::F32, dev)?;
+        let b = Tensor::zeros(3, DType::F32, dev)?;
+        assert!(batch_norm2d(&x, &g, &b, BatchNormMode::Train, 1e-5, false).is_err());
+        assert!(batch_norm2d(
+            &x,
+            &g,
+            &b,
+            BatchNormMode::Eval { mean: &b, var: &g },
+            1e-5,
+            false
+        )
+        .is_ok());
+        let g2 = Tensor::ones(2, DType::F32, dev)?;
+        assert!(batch_norm2d(
+            &x,
+            &g2,
+            &b,
+            BatchNormMode::Eval { mean: &b, var: &g },
+            1e-5,
+            false
+        )
+        .is_err());
+        let x3 = Tensor::zeros((2, 3, 4), DType::F32, dev)?;
+        assert!(batch_norm2d(&x3, &g, &b, BatchNormMode::Train, 1e-5, false).is_err());
+        Ok(())
     }
 }

@@ -49,11 +49,7 @@ pub fn conv2d(
     let g = Geom::new(x, w, stride, padding, dilation, groups)?;
     if let Some(b) = bias {
         if b.dims() != [g.cout] {
-            candle_core::bail!(
-                "conv2d: bias must be [{}], got {:?}",
-                g.cout,
-                b.dims()
-            )
+            candle_core::bail!("conv2d: bias must be [{}], got {:?}", g.cout, b.dims())
         }
     }
     let y = if use_kernels(x, w) {
@@ -84,10 +80,16 @@ pub fn conv2d_input_grad(
     let xs = Tensor::zeros(1, w.dtype(), w.device())?.broadcast_as(x_dims)?;
     let g = Geom::new(&xs, w, stride, padding, dilation, groups)?;
     if dy.dims() != g.y_shape().dims() {
-        candle_core::bail!("conv2d_input_grad: dy {:?}, expected {:?}", dy.dims(), g.y_shape())
+        candle_core::bail!(
+            "conv2d_input_grad: dy {:?}, expected {:?}",
+            dy.dims(),
+            g.y_shape()
+        )
     }
     if use_kernels(dy, w) {
-        return dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvInputGrad { g });
+        return dy
+            .contiguous()?
+            .apply_op2_no_bwd(&w.contiguous()?, &ConvInputGrad { g });
     }
     if g.sh != g.sw || g.ph != g.pw || g.dh != g.dw || g.groups != 1 {
         candle_core::bail!("conv2d_input_grad: candle's path needs equal axes and one group")
@@ -112,10 +114,16 @@ pub fn conv2d_weight_grad(
     let ws = Tensor::zeros(1, x.dtype(), x.device())?.broadcast_as(w_dims)?;
     let g = Geom::new(x, &ws, stride, padding, dilation, groups)?;
     if dy.dims() != g.y_shape().dims() {
-        candle_core::bail!("conv2d_weight_grad: dy {:?}, expected {:?}", dy.dims(), g.y_shape())
+        candle_core::bail!(
+            "conv2d_weight_grad: dy {:?}, expected {:?}",
+            dy.dims(),
+            g.y_shape()
+        )
     }
     if use_kernels(x, dy) {
-        return x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ConvWeightGrad { g });
+        return x
+            .contiguous()?
+            .apply_op2_no_bwd(&dy.contiguous()?, &ConvWeightGrad { g });
     }
     if g.sh != g.sw || g.ph != g.pw || g.dh != g.dw || g.groups != 1 {
         candle_core::bail!("conv2d_weight_grad: candle's path needs equal axes and one group")
@@ -443,7 +451,15 @@ fn im2col<T: Float>(g: &Geom, x: &[T], p0: usize, p1: usize, col: &mut [T], ld: 
 
 /// Adds the patch-matrix gradient of output pixels `[p0, p1)` back into the image's input
 /// gradient planes `dx` (the transpose of [`im2col`]).
-fn col2im<T: Float>(g: &Geom, col: &[T], ld: usize, off: usize, p0: usize, p1: usize, dx: &mut [T]) {
+fn col2im<T: Float>(
+    g: &Geom,
+    col: &[T],
+    ld: usize,
+    off: usize,
+    p0: usize,
+    p1: usize,
+    dx: &mut [T],
+) {
     let hw = g.hw();
     for c in 0..g.cin_g() {
         let plane = &mut dx[c * hw..(c + 1) * hw];
@@ -514,11 +530,31 @@ fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
                 unsafe {
                     let dst = yp.0.add(ybase + p0);
                     if g.pointwise() {
-                        matmul(cout_g, cols, cin_g, dst, p, false, wg, Mat::rm(xs[p0..].as_ptr(), hw), par);
+                        matmul(
+                            cout_g,
+                            cols,
+                            cin_g,
+                            dst,
+                            p,
+                            false,
+                            wg,
+                            Mat::rm(xs[p0..].as_ptr(), hw),
+                            par,
+                        );
                     } else {
                         let mut col = T::take_ws(kdim * cols);
                         im2col(g, xs, p0, p1, &mut col, cols, 0);
-                        matmul(cout_g, cols, kdim, dst, p, false, wg, Mat::rm(col.as_ptr(), cols), par);
+                        matmul(
+                            cout_g,
+                            cols,
+                            kdim,
+                            dst,
+                            p,
+                            false,
+                            wg,
+                            Mat::rm(col.as_ptr(), cols),
+                            par,
+                        );
                         T::give_ws(col);
                     }
                 }
@@ -533,7 +569,17 @@ fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
             let mut tmp = T::take_ws(cout_g * cols);
             // SAFETY: tmp holds cout_g x cols; col kdim x cols.
             unsafe {
-                matmul(cout_g, cols, kdim, tmp.as_mut_ptr(), cols, false, wg, Mat::rm(col.as_ptr(), cols), par);
+                matmul(
+                    cout_g,
+                    cols,
+                    kdim,
+                    tmp.as_mut_ptr(),
+                    cols,
+                    false,
+                    wg,
+                    Mat::rm(col.as_ptr(), cols),
+                    par,
+                );
             }
             for j in 0..nb {
                 for co in 0..cout_g {
@@ -584,10 +630,30 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
                 let rhs = Mat::rm(dys[p0..].as_ptr(), p);
                 unsafe {
                     if g.pointwise() {
-                        matmul(cin_g, cols, cout_g, dxs[p0..].as_mut_ptr(), hw, false, wgt, rhs, par);
+                        matmul(
+                            cin_g,
+                            cols,
+                            cout_g,
+                            dxs[p0..].as_mut_ptr(),
+                            hw,
+                            false,
+                            wgt,
+                            rhs,
+                            par,
+                        );
                     } else {
                         let mut dcol = T::take_ws(kdim * cols);
-                        matmul(kdim, cols, cout_g, dcol.as_mut_ptr(), cols, false, wgt, rhs, par);
+                        matmul(
+                            kdim,
+                            cols,
+                            cout_g,
+                            dcol.as_mut_ptr(),
+                            cols,
+                            false,
+                            wgt,
+                            rhs,
+                            par,
+                        );
                         col2im(g, &dcol, cols, 0, p0, p1, dxs);
                         T::give_ws(dcol);
                     }
@@ -598,7 +664,17 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
             let t = gather_dy(g, dy, n0, nb, gi);
             let mut dcol = T::take_ws(kdim * cols);
             unsafe {
-                matmul(kdim, cols, cout_g, dcol.as_mut_ptr(), cols, false, wgt, Mat::rm(t.as_ptr(), cols), par);
+                matmul(
+                    kdim,
+                    cols,
+                    cout_g,
+                    dcol.as_mut_ptr(),
+                    cols,
+                    false,
+                    wgt,
+                    Mat::rm(t.as_ptr(), cols),
+                    par,
+                );
             }
             for j in 0..nb {
                 let xoff = ((n0 + j) * g.cin + gi * cin_g) * hw;
@@ -614,7 +690,15 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 }
 
 /// Weight gradient of one unit, accumulated into `acc` (`Cout x kdim`, all groups).
-fn weight_grad_unit<T: Float>(g: &Geom, plan: &Plan, x: &[T], dy: &[T], u: usize, acc: &mut [T], par: bool) {
+fn weight_grad_unit<T: Float>(
+    g: &Geom,
+    plan: &Plan,
+    x: &[T],
+    dy: &[T],
+    u: usize,
+    acc: &mut [T],
+    par: bool,
+) {
     let (p, hw, kdim, cin_g, cout_g) = (g.p(), g.hw(), g.kdim(), g.cin_g(), g.cout_g());
     let (n0, nb, gi) = plan.unit(g, u);
     let dst = acc[gi * cout_g * kdim..].as_mut_ptr();
@@ -626,11 +710,31 @@ fn weight_grad_unit<T: Float>(g: &Geom, plan: &Plan, x: &[T], dy: &[T], u: usize
             let lhs = Mat::rm(dys[p0..].as_ptr(), p);
             unsafe {
                 if g.pointwise() {
-                    matmul(cout_g, kdim, cols, dst, kdim, true, lhs, Mat::rm_t(xs[p0..].as_ptr(), hw), par);
+                    matmul(
+                        cout_g,
+                        kdim,
+                        cols,
+                        dst,
+                        kdim,
+                        true,
+                        lhs,
+                        Mat::rm_t(xs[p0..].as_ptr(), hw),
+                        par,
+                    );
                 } else {
                     let mut col = T::take_ws(kdim * cols);
                     im2col(g, xs, p0, p1, &mut col, cols, 0);
-                    matmul(cout_g, kdim, cols, dst, kdim, true, lhs, Mat::rm_t(col.as_ptr(), cols), par);
+                    matmul(
+                        cout_g,
+                        kdim,
+                        cols,
+                        dst,
+                        kdim,
+                        true,
+                        lhs,
+                        Mat::rm_t(col.as_ptr(), cols),
+                        par,
+                    );
                     T::give_ws(col);
                 }
             }
@@ -644,7 +748,17 @@ fn weight_grad_unit<T: Float>(g: &Geom, plan: &Plan, x: &[T], dy: &[T], u: usize
         }
         let t = gather_dy(g, dy, n0, nb, gi);
         unsafe {
-            matmul(cout_g, kdim, cols, dst, kdim, true, Mat::rm(t.as_ptr(), cols), Mat::rm_t(col.as_ptr(), cols), par);
+            matmul(
+                cout_g,
+                kdim,
+                cols,
+                dst,
+                kdim,
+                true,
+                Mat::rm(t.as_ptr(), cols),
+                Mat::rm_t(col.as_ptr(), cols),
+                par,
+            );
         }
         T::give_ws(t);
         T::give_ws(col);
@@ -698,7 +812,13 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
 }
 
 impl ConvFwd {
-    fn run<T: Float>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn run<T: Float>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
         let x = T::slice(s1, l1, "conv2d input")?;
         let w = T::slice(s2, l2, "conv2d weight")?;
@@ -713,7 +833,13 @@ impl CustomOp2 for ConvFwd {
         "wick-conv2d"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         match s1 {
             CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2),
             CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2),
@@ -721,7 +847,13 @@ impl CustomOp2 for ConvFwd {
         }
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         // No input gradient for a leaf that is not a variable (the image batch).
         let dx = if x.track_op() {
@@ -744,7 +876,13 @@ struct ConvInputGrad {
 }
 
 impl ConvInputGrad {
-    fn run<T: Float>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn run<T: Float>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
         let dy = T::slice(s1, l1, "conv2d input gradient: output gradient")?;
         let w = T::slice(s2, l2, "conv2d input gradient: weight")?;
@@ -758,7 +896,13 @@ impl CustomOp2 for ConvInputGrad {
     fn name(&self) -> &'static str {
         "wick-conv2d-input-grad"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         match s1 {
             CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2),
             CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2),
@@ -773,7 +917,13 @@ struct ConvWeightGrad {
 }
 
 impl ConvWeightGrad {
-    fn run<T: Float>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn run<T: Float>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
         let x = T::slice(s1, l1, "conv2d weight gradient: input")?;
         let dy = T::slice(s2, l2, "conv2d weight gradient: output gradient")?;
@@ -787,7 +937,13 @@ impl CustomOp2 for ConvWeightGrad {
     fn name(&self) -> &'static str {
         "wick-conv2d-weight-grad"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         match s1 {
             CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2),
             CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2),
@@ -950,7 +1106,15 @@ mod tests {
     }
 
     fn run_op(c: &Case, s: &Setup) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-        let y = conv2d(s.x.as_tensor(), s.w.as_tensor(), None, c.s, c.p, c.d, c.groups)?;
+        let y = conv2d(
+            s.x.as_tensor(),
+            s.w.as_tensor(),
+            None,
+            c.s,
+            c.p,
+            c.d,
+            c.groups,
+        )?;
         let grads = (&y * &s.r)?.sum_all()?.backward()?;
         Ok((
             flat(&y)?,
@@ -973,7 +1137,10 @@ mod tests {
             let (y, dx, dw) = run_op(c, &s32)?;
             assert!(max_diff(&y, &ny) < 1e-4, "case {i} {c:?}: f32 forward");
             assert!(max_diff(&dx, &ndx) < 1e-4, "case {i} {c:?}: f32 input grad");
-            assert!(max_diff(&dw, &ndw) < 1e-3, "case {i} {c:?}: f32 weight grad");
+            assert!(
+                max_diff(&dw, &ndw) < 1e-3,
+                "case {i} {c:?}: f32 weight grad"
+            );
         }
         Ok(())
     }
@@ -995,8 +1162,18 @@ mod tests {
             let s = setup(c, i, DType::F64)?;
             let (y, dx, dw) = run_op(c, &s)?;
             let theirs = with_backend(Backend::Candle, || -> Result<_> {
-                let y = conv2d(s.x.as_tensor(), s.w.as_tensor(), None, c.s, c.p, c.d, c.groups)?;
-                let direct = s.x.as_tensor().conv2d(s.w.as_tensor(), c.p.0, c.s.0, c.d.0, c.groups)?;
+                let y = conv2d(
+                    s.x.as_tensor(),
+                    s.w.as_tensor(),
+                    None,
+                    c.s,
+                    c.p,
+                    c.d,
+                    c.groups,
+                )?;
+                let direct =
+                    s.x.as_tensor()
+                        .conv2d(s.w.as_tensor(), c.p.0, c.s.0, c.d.0, c.groups)?;
                 assert_eq!(flat(&y)?, flat(&direct)?);
                 Ok(y)
             })?;
@@ -1038,14 +1215,22 @@ mod tests {
                 a[j] += eps;
                 b[j] -= eps;
                 let num = (f(&a, &s.wv)? - f(&b, &s.wv)?) / (2.0 * eps);
-                assert!((num - dx[j]).abs() < 1e-6, "case {i} dx[{j}]: {} vs {num}", dx[j]);
+                assert!(
+                    (num - dx[j]).abs() < 1e-6,
+                    "case {i} dx[{j}]: {} vs {num}",
+                    dx[j]
+                );
             }
             for j in 0..s.wv.len() {
                 let (mut a, mut b) = (s.wv.clone(), s.wv.clone());
                 a[j] += eps;
                 b[j] -= eps;
                 let num = (f(&s.xv, &a)? - f(&s.xv, &b)?) / (2.0 * eps);
-                assert!((num - dw[j]).abs() < 1e-6, "case {i} dw[{j}]: {} vs {num}", dw[j]);
+                assert!(
+                    (num - dw[j]).abs() < 1e-6,
+                    "case {i} dw[{j}]: {} vs {num}",
+                    dw[j]
+                );
             }
         }
         Ok(())
@@ -1071,7 +1256,10 @@ mod tests {
                 _ => true,
             },
         };
-        assert!(bad, "candle's conv2d backward got this right: the workaround may go");
+        assert!(
+            bad,
+            "candle's conv2d backward got this right: the workaround may go"
+        );
         Ok(())
     }
 
@@ -1084,7 +1272,11 @@ mod tests {
         let g = y.sum_all()?.backward()?;
         assert!(g.get(&x).is_none());
         // Interior output: 27 ones summed; each weight sees 2 * (5*5 minus border misses).
-        let dw = g.get(w.as_tensor()).expect("dw").flatten_all()?.to_vec1::<f32>()?;
+        let dw = g
+            .get(w.as_tensor())
+            .expect("dw")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(dw[4], 50.0); // the centre tap reads every pixel of both images
         Ok(())
     }
@@ -1146,7 +1338,15 @@ mod tests {
             let s = setup(c, 90 + i, DType::F64)?;
             let (ny, _, _) = naive(c, &s.xv, &s.wv, &s.rv);
             let y = with_backend(Backend::Candle, || {
-                conv2d(s.x.as_tensor(), s.w.as_tensor(), None, c.s, c.p, c.d, c.groups)
+                conv2d(
+                    s.x.as_tensor(),
+                    s.w.as_tensor(),
+                    None,
+                    c.s,
+                    c.p,
+                    c.d,
+                    c.groups,
+                )
             })?;
             assert!(max_diff(&flat(&y)?, &ny) < 1e-12, "composed case {i}");
         }
