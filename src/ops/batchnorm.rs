@@ -220,6 +220,7 @@ fn plane_moments<T: Float>(plane: &[T], k: T) -> (f64, f64) {
         let chunks = block.chunks_exact(L);
         let rest = chunks.remainder();
         for ch in chunks {
+            let ch: &[T; L] = ch.try_into().expect("chunk of L");
             for i in 0..L {
                 let v = ch[i] - k;
                 s[i] += v;
@@ -421,33 +422,34 @@ struct BnBwd {
 /// `Σ dz` and `Σ dz * (x - mean)` over a plane, `dz = dy`, or `dy * (y > 0)` when `RELU`.
 fn plane_grad_sums<T: Float, const RELU: bool>(dy: &[T], x: &[T], y: &[T], mean: T) -> (f64, f64) {
     let z = T::zero();
+    let dz = |d: T, y: T| if RELU && y <= z { z } else { d };
     let (mut st, mut qt) = (0f64, 0f64);
-    let mut o = 0;
-    while o < dy.len() {
-        let e = (o + BLOCK).min(dy.len());
-        let (dyb, xb, yb) = (&dy[o..e], &x[o..e], &y[o..e]);
+    for ((dyb, xb), yb) in dy.chunks(BLOCK).zip(x.chunks(BLOCK)).zip(y.chunks(BLOCK)) {
         let mut s = [z; L];
         let mut q = [z; L];
-        let full = dyb.len() / L * L;
-        for i in (0..full).step_by(L) {
+        let (dc, xc, yc) = (
+            dyb.chunks_exact(L),
+            xb.chunks_exact(L),
+            yb.chunks_exact(L),
+        );
+        let (dr, xr, yr) = (dc.remainder(), xc.remainder(), yc.remainder());
+        for ((d, xv), yv) in dc.zip(xc).zip(yc) {
+            let d: &[T; L] = d.try_into().expect("chunk of L");
+            let xv: &[T; L] = xv.try_into().expect("chunk of L");
+            let yv: &[T; L] = yv.try_into().expect("chunk of L");
             for j in 0..L {
-                let d = if RELU && yb[i + j] <= z {
-                    z
-                } else {
-                    dyb[i + j]
-                };
+                let d = dz(d[j], yv[j]);
                 s[j] += d;
-                q[j] += d * (xb[i + j] - mean);
+                q[j] += d * (xv[j] - mean);
             }
         }
-        for i in full..dyb.len() {
-            let d = if RELU && yb[i] <= z { z } else { dyb[i] };
+        for ((&d, &xv), &yv) in dr.iter().zip(xr).zip(yr) {
+            let d = dz(d, yv);
             s[0] += d;
-            q[0] += d * (xb[i] - mean);
+            q[0] += d * (xv - mean);
         }
         st += s.iter().map(|v| v.to_f64()).sum::<f64>();
         qt += q.iter().map(|v| v.to_f64()).sum::<f64>();
-        o = e;
     }
     (st, qt)
 }
@@ -461,9 +463,9 @@ fn plane_dx<T: Float, const RELU: bool, const TRAIN: bool>(
     (a, b, c0): (T, T, T),
 ) {
     let z = T::zero();
-    for i in 0..out.len() {
-        let d = if RELU && y[i] <= z { z } else { dy[i] };
-        out[i] = if TRAIN { a * d + b * x[i] + c0 } else { a * d };
+    for (((o, &d), &xv), &yv) in out.iter_mut().zip(dy).zip(x).zip(y) {
+        let d = if RELU && yv <= z { z } else { d };
+        *o = if TRAIN { a * d + b * xv + c0 } else { a * d };
     }
 }
 

@@ -401,48 +401,212 @@ fn valid_range(out: usize, s: usize, off: isize, size: usize) -> (usize, usize) 
     (lo.min(hi), hi)
 }
 
+/// One kernel tap `(ky, kx)`: input offsets and the output rows/columns that read inside the
+/// image.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    offy: isize,
+    offx: isize,
+    ylo: usize,
+    yhi: usize,
+    xlo: usize,
+    xhi: usize,
+}
+
+impl Geom {
+    fn taps(&self) -> Vec<Tap> {
+        let mut v = Vec::with_capacity(self.kh * self.kw);
+        for ky in 0..self.kh {
+            let offy = (ky * self.dh) as isize - self.ph as isize;
+            let (ylo, yhi) = valid_range(self.oh, self.sh, offy, self.h);
+            for kx in 0..self.kw {
+                let offx = (kx * self.dw) as isize - self.pw as isize;
+                let (xlo, xhi) = valid_range(self.ow, self.sw, offx, self.w);
+                v.push(Tap {
+                    offy,
+                    offx,
+                    ylo,
+                    yhi,
+                    xlo,
+                    xhi,
+                });
+            }
+        }
+        v
+    }
+}
+
+/// `dst.fill(0)`, without a `memset` call for short runs.
+#[inline(always)]
+fn zero<T: Float>(dst: &mut [T]) {
+    if dst.len() < 16 {
+        for d in dst {
+            *d = T::zero();
+        }
+    } else {
+        dst.fill(T::zero());
+    }
+}
+
+/// `dst[j] = src[j * step]`, without a `memcpy` call for short contiguous runs.
+#[inline(always)]
+fn gather<T: Float>(dst: &mut [T], src: &[T], step: usize) {
+    if step == 1 {
+        if dst.len() < 16 {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        } else {
+            dst.copy_from_slice(&src[..dst.len()]);
+        }
+    } else {
+        for (d, s) in dst.iter_mut().zip(src.iter().step_by(step)) {
+            *d = *s;
+        }
+    }
+}
+
+/// `dst[j * step] += src[j]`.
+#[inline(always)]
+fn scatter_add<T: Float>(dst: &mut [T], src: &[T], step: usize) {
+    if step == 1 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += *s;
+        }
+    } else {
+        for (d, s) in dst.iter_mut().step_by(step).zip(src) {
+            *d += *s;
+        }
+    }
+}
+
+/// Output pixel segments `(oy, ox0, ox1, position in the range)` of the range `[p0, p1)`.
+#[inline(always)]
+fn segments(ow: usize, p0: usize, p1: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut p = p0;
+    std::iter::from_fn(move || {
+        if p >= p1 {
+            return None;
+        }
+        let (oy, ox0) = (p / ow, p % ow);
+        let ox1 = (ox0 + (p1 - p)).min(ow);
+        let seg = (oy, ox0, ox1, p - p0);
+        p += ox1 - ox0;
+        Some(seg)
+    })
+}
+
+impl Geom {
+    /// Stride 1 and as wide as the input: a tap's patch row is the input plane shifted by a
+    /// constant offset (with the out-of-image columns zeroed), i.e. one bulk copy.
+    fn shifted(&self) -> bool {
+        self.sh == 1 && self.sw == 1 && self.ow == self.w
+    }
+}
+
+/// Output pixels of `[p0, p1)` whose tap reads a real input row, and the constant offset of
+/// their input index (`p + shift`), for a [`Geom::shifted`] geometry.
+fn shifted_range(g: &Geom, tap: &Tap, p0: usize, p1: usize) -> (usize, usize, isize) {
+    let a = (tap.ylo * g.w).clamp(p0, p1);
+    let b = (tap.yhi * g.w).clamp(a, p1);
+    (a, b, tap.offy * g.w as isize + tap.offx)
+}
+
+/// Calls `f(i)` for every position `i` (relative to `p0`) in `[a, b)` whose column is outside
+/// the tap's valid columns.
+fn for_invalid_columns(g: &Geom, tap: &Tap, p0: usize, a: usize, b: usize, mut f: impl FnMut(usize)) {
+    if tap.xlo == 0 && tap.xhi == g.ow {
+        return;
+    }
+    let mut row_start = a - a % g.w;
+    while row_start < b {
+        for ox in (0..tap.xlo).chain(tap.xhi..g.ow) {
+            let p = row_start + ox;
+            if p >= a && p < b {
+                f(p - p0);
+            }
+        }
+        row_start += g.w;
+    }
+}
+
+/// [`im2col`] of one tap row for a [`Geom::shifted`] geometry: one bulk copy, then the
+/// out-of-image columns and rows set to zero.
+fn im2col_shifted<T: Float>(g: &Geom, tap: &Tap, plane: &[T], p0: usize, p1: usize, dst: &mut [T]) {
+    let (a, b, shift) = shifted_range(g, tap, p0, p1);
+    zero(&mut dst[..a - p0]);
+    zero(&mut dst[b - p0..]);
+    if b > a {
+        // Source indices outside the plane only occur at out-of-image columns (zeroed below).
+        let s0 = (a as isize + shift).max(0) as usize;
+        let s1 = ((b as isize + shift) as usize).min(plane.len());
+        let d0 = (s0 as isize - shift) as usize - p0;
+        dst[d0..d0 + (s1 - s0)].copy_from_slice(&plane[s0..s1]);
+        for i in (a - p0)..d0 {
+            dst[i] = T::zero();
+        }
+        for i in d0 + (s1 - s0)..(b - p0) {
+            dst[i] = T::zero();
+        }
+        for_invalid_columns(g, tap, p0, a, b, |i| dst[i] = T::zero());
+    }
+}
+
+/// [`col2im`] of one tap row for a [`Geom::shifted`] geometry: zero the out-of-image columns
+/// of `src` (a workspace row), then one bulk add.
+fn col2im_shifted<T: Float>(g: &Geom, tap: &Tap, src: &mut [T], p0: usize, p1: usize, plane: &mut [T]) {
+    let (a, b, shift) = shifted_range(g, tap, p0, p1);
+    if b > a {
+        for_invalid_columns(g, tap, p0, a, b, |i| src[i] = T::zero());
+        let s0 = (a as isize + shift).max(0) as usize;
+        let s1 = ((b as isize + shift) as usize).min(plane.len());
+        let d0 = (s0 as isize - shift) as usize - p0;
+        for (d, v) in plane[s0..s1].iter_mut().zip(&src[d0..d0 + (s1 - s0)]) {
+            *d += *v;
+        }
+    }
+}
+
 /// Gathers the patch matrix of output pixels `[p0, p1)` of one image (its group's `Cin/g`
 /// channel planes `x`) into `col` (row-major, `ld` columns, starting at column `off`).
-fn im2col<T: Float>(g: &Geom, x: &[T], p0: usize, p1: usize, col: &mut [T], ld: usize, off: usize) {
+#[allow(clippy::too_many_arguments)]
+fn im2col<T: Float>(
+    g: &Geom,
+    taps: &[Tap],
+    x: &[T],
+    p0: usize,
+    p1: usize,
+    col: &mut [T],
+    ld: usize,
+    off: usize,
+) {
     let hw = g.hw();
+    let nt = taps.len();
+    let shifted = g.shifted();
     for c in 0..g.cin_g() {
         let plane = &x[c * hw..(c + 1) * hw];
-        for ky in 0..g.kh {
-            let offy = (ky * g.dh) as isize - g.ph as isize;
-            let (ylo, yhi) = valid_range(g.oh, g.sh, offy, g.h);
-            for kx in 0..g.kw {
-                let offx = (kx * g.dw) as isize - g.pw as isize;
-                let (xlo, xhi) = valid_range(g.ow, g.sw, offx, g.w);
-                let row = (c * g.kh + ky) * g.kw + kx;
-                let dst = &mut col[row * ld + off..row * ld + off + (p1 - p0)];
-                let mut p = p0;
-                while p < p1 {
-                    let oy = p / g.ow;
-                    let ox0 = p % g.ow;
-                    let ox1 = (ox0 + (p1 - p)).min(g.ow);
-                    let d = &mut dst[p - p0..p - p0 + (ox1 - ox0)];
-                    if oy < ylo || oy >= yhi {
-                        d.fill(T::zero());
-                    } else {
-                        let iy = (oy * g.sh) as isize + offy;
-                        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                        let a = xlo.clamp(ox0, ox1);
-                        let b = xhi.clamp(a, ox1);
-                        d[..a - ox0].fill(T::zero());
-                        d[b - ox0..].fill(T::zero());
-                        if b > a {
-                            let ix0 = ((a * g.sw) as isize + offx) as usize;
-                            let seg = &mut d[a - ox0..b - ox0];
-                            if g.sw == 1 {
-                                seg.copy_from_slice(&src[ix0..ix0 + (b - a)]);
-                            } else {
-                                for (j, v) in seg.iter_mut().enumerate() {
-                                    *v = src[ix0 + j * g.sw];
-                                }
-                            }
-                        }
-                    }
-                    p += ox1 - ox0;
+        for (t, tap) in taps.iter().enumerate() {
+            let row = c * nt + t;
+            let dst = &mut col[row * ld + off..row * ld + off + (p1 - p0)];
+            if shifted {
+                im2col_shifted(g, tap, plane, p0, p1, dst);
+                continue;
+            }
+            for (oy, ox0, ox1, at) in segments(g.ow, p0, p1) {
+                let d = &mut dst[at..at + (ox1 - ox0)];
+                if oy < tap.ylo || oy >= tap.yhi {
+                    zero(d);
+                    continue;
+                }
+                let iy = ((oy * g.sh) as isize + tap.offy) as usize;
+                let src = &plane[iy * g.w..(iy + 1) * g.w];
+                let a = tap.xlo.clamp(ox0, ox1);
+                let b = tap.xhi.clamp(a, ox1);
+                zero(&mut d[..a - ox0]);
+                zero(&mut d[b - ox0..]);
+                if b > a {
+                    let ix0 = ((a * g.sw) as isize + tap.offx) as usize;
+                    gather(&mut d[a - ox0..b - ox0], &src[ix0..], g.sw);
                 }
             }
         }
@@ -451,9 +615,11 @@ fn im2col<T: Float>(g: &Geom, x: &[T], p0: usize, p1: usize, col: &mut [T], ld: 
 
 /// Adds the patch-matrix gradient of output pixels `[p0, p1)` back into the image's input
 /// gradient planes `dx` (the transpose of [`im2col`]).
+#[allow(clippy::too_many_arguments)]
 fn col2im<T: Float>(
     g: &Geom,
-    col: &[T],
+    taps: &[Tap],
+    col: &mut [T],
     ld: usize,
     off: usize,
     p0: usize,
@@ -461,41 +627,28 @@ fn col2im<T: Float>(
     dx: &mut [T],
 ) {
     let hw = g.hw();
+    let nt = taps.len();
+    let shifted = g.shifted();
     for c in 0..g.cin_g() {
         let plane = &mut dx[c * hw..(c + 1) * hw];
-        for ky in 0..g.kh {
-            let offy = (ky * g.dh) as isize - g.ph as isize;
-            let (ylo, yhi) = valid_range(g.oh, g.sh, offy, g.h);
-            for kx in 0..g.kw {
-                let offx = (kx * g.dw) as isize - g.pw as isize;
-                let (xlo, xhi) = valid_range(g.ow, g.sw, offx, g.w);
-                let row = (c * g.kh + ky) * g.kw + kx;
-                let src = &col[row * ld + off..row * ld + off + (p1 - p0)];
-                let mut p = p0;
-                while p < p1 {
-                    let oy = p / g.ow;
-                    let ox0 = p % g.ow;
-                    let ox1 = (ox0 + (p1 - p)).min(g.ow);
-                    if oy >= ylo && oy < yhi {
-                        let iy = (oy * g.sh) as isize + offy;
-                        let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                        let a = xlo.clamp(ox0, ox1);
-                        let b = xhi.clamp(a, ox1);
-                        if b > a {
-                            let ix0 = ((a * g.sw) as isize + offx) as usize;
-                            let s = &src[p - p0 + (a - ox0)..][..b - a];
-                            if g.sw == 1 {
-                                for (d, v) in dst[ix0..ix0 + (b - a)].iter_mut().zip(s) {
-                                    *d += *v;
-                                }
-                            } else {
-                                for (j, v) in s.iter().enumerate() {
-                                    dst[ix0 + j * g.sw] += *v;
-                                }
-                            }
-                        }
-                    }
-                    p += ox1 - ox0;
+        for (t, tap) in taps.iter().enumerate() {
+            let row = c * nt + t;
+            let src = &mut col[row * ld + off..row * ld + off + (p1 - p0)];
+            if shifted {
+                col2im_shifted(g, tap, src, p0, p1, plane);
+                continue;
+            }
+            for (oy, ox0, ox1, at) in segments(g.ow, p0, p1) {
+                if oy < tap.ylo || oy >= tap.yhi {
+                    continue;
+                }
+                let a = tap.xlo.clamp(ox0, ox1);
+                let b = tap.xhi.clamp(a, ox1);
+                if b > a {
+                    let iy = ((oy * g.sh) as isize + tap.offy) as usize;
+                    let ix0 = ((a * g.sw) as isize + tap.offx) as usize;
+                    let dst = &mut plane[iy * g.w + ix0..(iy + 1) * g.w];
+                    scatter_add(dst, &src[at + (a - ox0)..at + (b - ox0)], g.sw);
                 }
             }
         }
@@ -515,6 +668,7 @@ fn for_units(plan: &Plan, f: impl Fn(usize, bool) + Sync) {
 /// Forward: `y[n, g] = W_g · col(x[n, g])`.
 fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let plan = g.plan();
+    let taps = g.taps();
     let (p, hw, kdim, cin_g, cout_g) = (g.p(), g.hw(), g.kdim(), g.cin_g(), g.cout_g());
     let mut y = vec![T::zero(); g.y_len()];
     let yp = SendPtr(y.as_mut_ptr());
@@ -543,7 +697,7 @@ fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
                         );
                     } else {
                         let mut col = T::take_ws(kdim * cols);
-                        im2col(g, xs, p0, p1, &mut col, cols, 0);
+                        im2col(g, &taps, xs, p0, p1, &mut col, cols, 0);
                         matmul(
                             cout_g,
                             cols,
@@ -564,7 +718,7 @@ fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
             let mut col = T::take_ws(kdim * cols);
             for j in 0..nb {
                 let xs = &x[((n0 + j) * g.cin + gi * cin_g) * hw..][..cin_g * hw];
-                im2col(g, xs, 0, p, &mut col, cols, j * p);
+                im2col(g, &taps, xs, 0, p, &mut col, cols, j * p);
             }
             let mut tmp = T::take_ws(cout_g * cols);
             // SAFETY: tmp holds cout_g x cols; col kdim x cols.
@@ -613,6 +767,7 @@ fn gather_dy<T: Float>(g: &Geom, dy: &[T], n0: usize, nb: usize, gi: usize) -> V
 /// Input gradient: `dcol = W_gᵀ · dy[n, g]`, then col2im.
 fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let plan = g.plan();
+    let taps = g.taps();
     let (p, hw, kdim, cin_g, cout_g) = (g.p(), g.hw(), g.kdim(), g.cin_g(), g.cout_g());
     let mut dx = vec![T::zero(); g.x_len()];
     let dxp = SendPtr(dx.as_mut_ptr());
@@ -654,7 +809,7 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
                             rhs,
                             par,
                         );
-                        col2im(g, &dcol, cols, 0, p0, p1, dxs);
+                        col2im(g, &taps, &mut dcol, cols, 0, p0, p1, dxs);
                         T::give_ws(dcol);
                     }
                 }
@@ -680,7 +835,7 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
                 let xoff = ((n0 + j) * g.cin + gi * cin_g) * hw;
                 // SAFETY: unit owns these images' group planes.
                 let dxs = unsafe { dxp.slice_mut(xoff, cin_g * hw) };
-                col2im(g, &dcol, cols, j * p, 0, p, dxs);
+                col2im(g, &taps, &mut dcol, cols, j * p, 0, p, dxs);
             }
             T::give_ws(dcol);
             T::give_ws(t);
@@ -690,9 +845,11 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 }
 
 /// Weight gradient of one unit, accumulated into `acc` (`Cout x kdim`, all groups).
+#[allow(clippy::too_many_arguments)]
 fn weight_grad_unit<T: Float>(
     g: &Geom,
     plan: &Plan,
+    taps: &[Tap],
     x: &[T],
     dy: &[T],
     u: usize,
@@ -723,7 +880,7 @@ fn weight_grad_unit<T: Float>(
                     );
                 } else {
                     let mut col = T::take_ws(kdim * cols);
-                    im2col(g, xs, p0, p1, &mut col, cols, 0);
+                    im2col(g, taps, xs, p0, p1, &mut col, cols, 0);
                     matmul(
                         cout_g,
                         kdim,
@@ -744,7 +901,7 @@ fn weight_grad_unit<T: Float>(
         let mut col = T::take_ws(kdim * cols);
         for j in 0..nb {
             let xs = &x[((n0 + j) * g.cin + gi * cin_g) * hw..][..cin_g * hw];
-            im2col(g, xs, 0, p, &mut col, cols, j * p);
+            im2col(g, taps, xs, 0, p, &mut col, cols, j * p);
         }
         let t = gather_dy(g, dy, n0, nb, gi);
         unsafe {
@@ -768,6 +925,7 @@ fn weight_grad_unit<T: Float>(
 /// Weight gradient: `dW_g = Σ_n dy[n, g] · col(x[n, g])ᵀ`.
 fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let plan = g.plan();
+    let taps = g.taps();
     let wlen = g.w_len();
     let mut dw = vec![T::zero(); wlen];
     if plan.parallel_units {
@@ -780,7 +938,7 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
                 let mut acc = T::take_ws(wlen);
                 acc[..wlen].fill(T::zero());
                 for u in t * per..((t + 1) * per).min(plan.units) {
-                    weight_grad_unit(g, &plan, x, dy, u, &mut acc[..wlen], false);
+                    weight_grad_unit(g, &plan, &taps, x, dy, u, &mut acc[..wlen], false);
                 }
                 acc
             })
@@ -793,7 +951,7 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         }
     } else {
         for u in 0..plan.units {
-            weight_grad_unit(g, &plan, x, dy, u, &mut dw, true);
+            weight_grad_unit(g, &plan, &taps, x, dy, u, &mut dw, true);
         }
     }
     dw
@@ -1005,7 +1163,8 @@ mod tests {
         case((2, 1, 5, 5), (1, 5, 5), (1, 1), (0, 0), (1, 1), 1),
         case((7, 3, 3, 2), (5, 3, 3), (1, 1), (1, 1), (1, 1), 1),
         case((9, 6, 2, 2), (6, 3, 3), (2, 2), (1, 1), (1, 1), 3),
-        case((1, 64, 20, 21), (3, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+        case((1, 96, 20, 21), (3, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+        case((2, 80, 17, 16), (2, 5, 5), (1, 1), (2, 2), (1, 1), 1),
         case((2, 8, 19, 17), (5, 1, 1), (1, 1), (0, 0), (1, 1), 1),
         case((3, 2, 4, 3), (2, 2, 2), (1, 2), (0, 1), (1, 1), 1),
     ];
