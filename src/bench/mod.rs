@@ -295,6 +295,7 @@ pub fn model_specs(quick: bool) -> Vec<ModelSpec> {
 /// Runs the benchmark. Errors only when wick's own workloads fail; a missing or failing
 /// PyTorch reference becomes a note.
 pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    crate::ops::init_cpu();
     let machine = Machine::detect();
     let reps = opts.repeats.max(1);
     let mut notes = Vec::new();
@@ -470,8 +471,10 @@ pub fn is_child() -> bool {
 }
 
 /// The child side: runs the [`ModelSpec`] in [`CHILD_ENV`] and prints one line,
-/// [`RESULT_PREFIX`] followed by the [`Measure`] as JSON, on stdout.
+/// [`RESULT_PREFIX`] followed by the [`Measure`] as JSON, on stdout. Call it first thing in
+/// `main` (it calls [`crate::ops::init_cpu`]).
 pub fn child_main() -> Result<(), BenchError> {
+    crate::ops::init_cpu();
     let json = std::env::var(CHILD_ENV)
         .map_err(|_| BenchError::Child(format!("{CHILD_ENV} is not set")))?;
     let spec: ModelSpec = serde_json::from_str(&json)
