@@ -4,6 +4,7 @@
 //! [`protocol::Command`] and [`protocol::Event`] values: the in-process dashboard ([`ui`]),
 //! attached clients over the run's control socket, and the run's `events.jsonl`.
 
+pub mod bench;
 pub mod config;
 pub mod convert;
 pub mod data;
