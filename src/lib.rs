@@ -4,6 +4,7 @@
 //! [`protocol::Command`] and [`protocol::Event`] values: the in-process dashboard ([`ui`]),
 //! attached clients over the run's control socket, and the run's `events.jsonl`.
 
+pub mod attach;
 pub mod config;
 pub mod data;
 pub mod engine;
@@ -14,4 +15,5 @@ pub mod model;
 pub mod ops;
 pub mod protocol;
 pub mod rundir;
+pub mod server;
 pub mod ui;

@@ -10,14 +10,13 @@ use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::checkpoint::{self, PseudoLabel, TrainState};
+use super::checkpoint::{self, EpochPlan, PseudoLabel, TrainState};
 use super::dataset::RunData;
 use super::metrics::{argmax, Evaluation};
 use super::self_training::{self, PoolPrediction};
-use super::{loss, optim, schedule, EngineError};
+use super::{loss, optim, schedule, EngineError, Resume};
 use crate::config::{Config, Freeze};
 use crate::data::{AugmentKind, Loader, Preprocess};
 use crate::hub::EventHub;
@@ -55,6 +54,8 @@ pub struct Runner {
     state: TrainState,
     model_desc: String,
     resumed: bool,
+    /// Said right after `RunStarted` on a resume (e.g. skipped torn checkpoints).
+    resume_warnings: Vec<String>,
     stop_requested: bool,
     started: Instant,
     /// The latest validation pass, for the final summary.
@@ -68,7 +69,7 @@ impl Runner {
         run: RunDir,
         hub: Arc<EventHub>,
         commands: UnboundedReceiver<Command>,
-        resume: Option<checkpoint::Checkpoint>,
+        resume: Option<Resume>,
     ) -> Result<Runner, EngineError> {
         let (device, device_name) = super::device::open(&cfg.device)?;
         let data = RunData::prepare(&cfg)?;
@@ -154,12 +155,19 @@ impl Runner {
             epoch_correct: 0,
             epoch_seen: 0,
             config_toml: cfg.to_toml(),
+            epoch_plan: None,
         };
         let resumed = resume.is_some();
-        if let Some(ckpt) = resume {
+        let mut resume_warnings = Vec::new();
+        if let Some(Resume {
+            checkpoint: ckpt,
+            warnings,
+        }) = resume
+        {
             restore_vars(&varmap, &ckpt.model)?;
             opt.load_state(&ckpt.optim)?;
             state = ckpt.state;
+            resume_warnings = warnings;
         }
         Ok(Runner {
             cfg,
@@ -177,6 +185,7 @@ impl Runner {
             state,
             model_desc,
             resumed,
+            resume_warnings,
             stop_requested: false,
             started: Instant::now(),
             last_eval: None,
@@ -239,6 +248,10 @@ impl Runner {
             resumed: self.resumed,
         });
         if self.resumed {
+            for w in std::mem::take(&mut self.resume_warnings) {
+                tracing::warn!("{w}");
+                self.emit(Event::log(Level::Warn, w));
+            }
             self.emit(Event::log(
                 Level::Info,
                 format!(
@@ -277,13 +290,11 @@ impl Runner {
         Ok(summary)
     }
 
-    fn phase(&self) -> Phase {
-        if self.state.round == 0 {
+    fn phase_of(round: u32) -> Phase {
+        if round == 0 {
             Phase::Supervised
         } else {
-            Phase::SelfTraining {
-                round: self.state.round,
-            }
+            Phase::SelfTraining { round }
         }
     }
 
@@ -313,7 +324,11 @@ impl Runner {
 
     /// The training order for the epoch `epoch` (1-based): labelled + pseudo-labelled images,
     /// shuffled by a generator derived from the seed and the epoch, so resume is exact.
-    fn epoch_order(&self, epoch: u32) -> (Vec<usize>, HashMap<usize, (u32, f32)>) {
+    fn epoch_order(
+        &self,
+        epoch: u32,
+        pseudo: &[PseudoLabel],
+    ) -> (Vec<usize>, HashMap<usize, (u32, f32)>) {
         let mut targets: HashMap<usize, (u32, f32)> = HashMap::new();
         for &i in &self.data.labelled {
             if let Some(l) = self.data.labels[i] {
@@ -321,7 +336,7 @@ impl Runner {
             }
         }
         let w = self.cfg.self_training.pseudo_weight as f32;
-        for p in &self.state.pseudo {
+        for p in pseudo {
             targets.entry(p.index).or_insert((p.label, w));
         }
         let mut order: Vec<usize> = targets.keys().copied().collect();
@@ -334,8 +349,14 @@ impl Runner {
 
     fn train_epoch(&mut self) -> Result<(), EngineError> {
         let epoch = self.state.epoch + 1;
-        let phase = self.phase();
-        let (order, targets) = self.epoch_order(epoch);
+        // Resumed in the middle of an epoch that a round interrupted: finish it as it began.
+        let (round, pseudo) = match &self.state.epoch_plan {
+            Some(plan) => (plan.round, plan.pseudo.clone()),
+            None => (self.state.round, self.state.pseudo.clone()),
+        };
+        let phase = Self::phase_of(round);
+        let (order, targets) = self.epoch_order(epoch, &pseudo);
+        drop(pseudo);
         let bs = self.cfg.train.batch_size;
         let batches = order.len().div_ceil(bs) as u32;
         self.emit(Event::EpochStarted {
@@ -446,6 +467,7 @@ impl Runner {
         let train_acc = self.state.epoch_correct as f64 / seen;
         self.state.epoch = epoch;
         self.state.batch_in_epoch = 0;
+        self.state.epoch_plan = None;
         self.state.epoch_loss_sum = 0.0;
         self.state.epoch_correct = 0;
         self.state.epoch_seen = 0;
@@ -476,7 +498,7 @@ impl Runner {
         self.last_eval = Some(eval);
         tracing::info!(epoch, train_loss, val_acc, lr, "epoch finished");
         let every = self.cfg.train.checkpoint_every;
-        if every > 0 && epoch % every == 0 {
+        if every > 0 && epoch.is_multiple_of(every) {
             self.save_checkpoint()?;
         }
         if improved {
@@ -583,6 +605,13 @@ impl Runner {
         let (per_class, per_class_precision, precision) =
             self_training::quality(&selection.labels, classes, &self.data.hidden_truth);
         let samples = self.round_samples(&selection.labels);
+        if self.state.batch_in_epoch > 0 && self.state.epoch_plan.is_none() {
+            // The epoch in progress keeps its order and targets: remember them for a resume.
+            self.state.epoch_plan = Some(EpochPlan {
+                round: self.state.round,
+                pseudo: self.state.pseudo.clone(),
+            });
+        }
         self.state.pseudo = selection.labels;
         self.state.round = round;
         self.state.epochs_in_round = 0;
@@ -671,11 +700,7 @@ impl Runner {
 
     fn drain(&mut self, rounds_allowed: bool) -> Result<Flow, EngineError> {
         let mut round_requested = false;
-        loop {
-            let cmd = match self.commands.try_recv() {
-                Ok(c) => c,
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            };
+        while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Pause => {
                     if self.pause_until_resumed()? == Flow::Stop {
