@@ -142,6 +142,10 @@ pub fn prepare_resume(run: &RunDir, device: Option<&str>) -> Result<(Config, Res
         .iter()
         .map(|e| format!("skipped an unreadable checkpoint: {e}"))
         .collect();
+    let skipped: Vec<PathBuf> = skipped
+        .iter()
+        .filter_map(|e| e.path().map(Path::to_path_buf))
+        .collect();
     let Some(checkpoint) = found else {
         let mut message = format!(
             "no usable checkpoint in {} (start it again with: wick train {})",
@@ -158,6 +162,7 @@ pub fn prepare_resume(run: &RunDir, device: Option<&str>) -> Result<(Config, Res
         Resume {
             checkpoint,
             warnings,
+            skipped,
         },
     ))
 }
@@ -197,6 +202,17 @@ pub fn run(
         .map_err(LaunchError::Ui)?;
     let interactive =
         !opts.headless && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    if let Some(r) = &resume {
+        // Set unreadable newer checkpoints aside: they would count as the newest otherwise
+        // (when pruning, and at the next resume).
+        for path in &r.skipped {
+            let mut aside = path.clone().into_os_string();
+            aside.push(".corrupt");
+            if let Err(e) = std::fs::rename(path, &aside) {
+                tracing::warn!(path = %path.display(), "cannot set the unreadable checkpoint aside: {e}");
+            }
+        }
+    }
     let first_seq = hub.next_seq();
     let handle =
         engine::spawn(config, run.clone(), hub.clone(), resume).map_err(LaunchError::Ui)?;

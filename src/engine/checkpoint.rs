@@ -30,6 +30,16 @@ pub enum CheckpointError {
     Serialise(String),
 }
 
+impl CheckpointError {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            CheckpointError::Io { path, .. } | CheckpointError::Corrupt { path, .. } => Some(path),
+            CheckpointError::Serialise(_) => None,
+        }
+    }
+}
+
 /// One adopted pseudo-label: an index into the training pool and its label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PseudoLabel {

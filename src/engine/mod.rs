@@ -51,6 +51,8 @@ pub struct Resume {
     pub checkpoint: checkpoint::Checkpoint,
     /// Said (as warnings) right after `RunStarted`: e.g. the torn checkpoints skipped.
     pub warnings: Vec<String>,
+    /// Newer checkpoint files that could not be read (set aside before training goes on).
+    pub skipped: Vec<std::path::PathBuf>,
 }
 
 impl From<checkpoint::Checkpoint> for Resume {
@@ -58,6 +60,7 @@ impl From<checkpoint::Checkpoint> for Resume {
         Resume {
             checkpoint,
             warnings: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 }

@@ -162,6 +162,7 @@ impl Runner {
         if let Some(Resume {
             checkpoint: ckpt,
             warnings,
+            ..
         }) = resume
         {
             restore_vars(&varmap, &ckpt.model)?;
