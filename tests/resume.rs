@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use support::{count, events, newest_checkpoint, only_run, tensors, wait_for, wick, Client};
+use support::{
+    count, events, newest_checkpoint, only_run, tensors, wait_for, wick, Client, Guard, PidGuard,
+};
 use wick::protocol::{Command, Event, Level};
 
 /// 2 supervised epochs on 10 labelled images per class, then one automatic pseudo-label round
@@ -29,20 +31,21 @@ fn write_config(dir: &Path, name: &str, data: &Path) -> (PathBuf, PathBuf) {
     (cfg, runs)
 }
 
-fn spawn(args: &[&str], path: &Path, log: &Path) -> Child {
+fn spawn(args: &[&str], path: &Path, log: &Path) -> Guard {
     let log = std::fs::File::create(log).unwrap();
-    wick()
+    let child = wick()
         .args(args)
         .arg(path)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .expect("start wick")
+        .expect("start wick");
+    Guard::new(child)
 }
 
-fn finish(mut child: Child, log: &Path) {
-    let status = child.wait().unwrap();
+fn finish(child: Guard, log: &Path) {
+    let status = child.take().wait().unwrap();
     assert!(
         status.success(),
         "{status}: {}",
@@ -105,7 +108,7 @@ fn pause_kill_after_a_checkpoint_and_resume_ends_bit_identical() {
     let (cfg_b, runs_b) = write_config(dir.path(), "b", data.path());
     let log_b = dir.path().join("b.log");
     let mut child = spawn(&["train", "--headless"], &cfg_b, &log_b);
-    let run = live_run(&runs_b, &mut child);
+    let run = live_run(&runs_b, child.child());
     let socket = run.join("control.sock");
     let mut c = Client::connect(&socket, None);
     // A second client that never reads a byte, for the whole run.
@@ -120,7 +123,7 @@ fn pause_kill_after_a_checkpoint_and_resume_ends_bit_identical() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(batches(&run), before, "no progress while paused");
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.child().try_wait().unwrap().is_none(),
         "still alive while paused"
     );
     c.send(&Command::Resume);
@@ -131,6 +134,7 @@ fn pause_kill_after_a_checkpoint_and_resume_ends_bit_identical() {
     c.until("the epoch-3 checkpoint", |e| {
         matches!(e, Event::CheckpointSaved { epoch: 3, .. })
     });
+    let mut child = child.take();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!wick::server::is_live(
@@ -215,7 +219,7 @@ fn mid_epoch_round_and_checkpoint_resume_like_the_process_that_went_on() {
     let (cfg, runs) = write_config(dir.path(), "m", data.path());
     let log = dir.path().join("m.log");
     let mut child = spawn(&["train", "--headless"], &cfg, &log);
-    let run = live_run(&runs, &mut child);
+    let run = live_run(&runs, child.child());
     let mut c = Client::connect(&run.join("control.sock"), None);
     c.until("epoch 2", |e| {
         matches!(e, Event::EpochStarted { epoch: 2, .. })
@@ -284,6 +288,8 @@ fn detach_prints_how_to_attach_and_json_attach_follows_to_the_end() {
     assert!(started.elapsed() < Duration::from_secs(30));
     let run = only_run(&runs);
     let id = run.file_name().unwrap().to_string_lossy().into_owned();
+    let hello = Client::connect(&run.join("control.sock"), None).hello;
+    let _bg = PidGuard(hello["pid"].as_i64().map(|p| p as i32));
     assert_eq!(stdout.trim(), id, "stdout is the run id");
     assert!(stderr.contains("wick attach"), "{stderr}");
     // Running in its own session, the socket up.

@@ -138,3 +138,45 @@ pub fn newest_checkpoint(run: &Path) -> PathBuf {
         .next()
         .expect("a checkpoint")
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped, so that a failing test leaves no
+/// training process behind.
+pub struct Guard(Option<std::process::Child>);
+
+impl Guard {
+    pub fn new(child: std::process::Child) -> Guard {
+        Guard(Some(child))
+    }
+
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child")
+    }
+
+    /// Hands the child over (no kill on drop any more).
+    pub fn take(mut self) -> std::process::Child {
+        self.0.take().expect("child")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A process that is not our child (a background run), killed when dropped.
+pub struct PidGuard(pub Option<i32>);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: a plain kill(2) of a process this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
