@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -149,6 +150,9 @@ impl Connection {
     }
 }
 
+/// How a run ended: its `Finished` summary or its `Failed` error; `None` while it goes on.
+pub type Ending = Option<Result<Summary, String>>;
+
 /// How an attached dashboard ended.
 #[derive(Debug)]
 pub struct AttachOutcome {
@@ -156,7 +160,7 @@ pub struct AttachOutcome {
     /// Whether the run was live when we attached.
     pub live: bool,
     /// The run's `Finished` summary, or its `Failed` error, when it has ended.
-    pub ended: Option<Result<Summary, String>>,
+    pub ended: Ending,
     /// The last error line the server sent before closing, if any.
     pub server_error: Option<WireError>,
 }
@@ -194,15 +198,16 @@ pub async fn dashboard(run: &RunDir, ascii: bool) -> Result<AttachOutcome, Attac
         color: view.color,
         ascii: view.ascii,
     };
-    // The fold of what we replayed tells how the run ended, if it had already.
-    let mut ended = ended_in(&replay);
+    // How the run ended, if it has: from the history, then from live events as they pass.
+    let ended = Arc::new(Mutex::new(ended_in(&replay)));
     let (tap_tx, tap_rx) = mpsc::channel(CLIENT_QUEUE);
-    let tap = tokio::spawn(tap_terminal(events, tap_tx));
+    let tap = tokio::spawn(tap_terminal(events, tap_tx, ended.clone()));
     let exit = ui::run_dashboard(replay, tap_rx, commands, opts).await?;
     tap.abort();
-    if let Ok(Some(e)) = tap.await {
-        ended = Some(e);
-    }
+    let ended = match ended.lock() {
+        Ok(mut g) => g.take(),
+        Err(p) => p.into_inner().take(),
+    };
     let server_error = match reader {
         Some(task) if task.is_finished() => task.await.ok().flatten(),
         Some(task) => {
@@ -219,27 +224,32 @@ pub async fn dashboard(run: &RunDir, ascii: bool) -> Result<AttachOutcome, Attac
     })
 }
 
-/// Passes events through, remembering the terminal one.
+/// Passes events through, noting how the run ended (before the dashboard sees the event).
 async fn tap_terminal(
     mut events: mpsc::Receiver<Stamped>,
     out: mpsc::Sender<Stamped>,
-) -> Option<Result<Summary, String>> {
-    let mut ended = None;
+    ended: Arc<Mutex<Ending>>,
+) {
     while let Some(e) = events.recv().await {
-        match &e.event {
-            Event::Finished { summary } => ended = Some(Ok(summary.clone())),
-            Event::Failed { error } => ended = Some(Err(error.clone())),
-            Event::RunStarted { .. } => ended = None,
-            _ => {}
+        let now = match &e.event {
+            Event::Finished { summary } => Some(Some(Ok(summary.clone()))),
+            Event::Failed { error } => Some(Some(Err(error.clone()))),
+            Event::RunStarted { .. } => Some(None),
+            _ => None,
+        };
+        if let Some(now) = now {
+            match ended.lock() {
+                Ok(mut g) => *g = now,
+                Err(p) => *p.into_inner() = now,
+            }
         }
         if out.send(e).await.is_err() {
             break;
         }
     }
-    ended
 }
 
-fn ended_in(events: &[Stamped]) -> Option<Result<Summary, String>> {
+fn ended_in(events: &[Stamped]) -> Ending {
     let mut ended = None;
     for e in events {
         match &e.event {
