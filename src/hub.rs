@@ -33,7 +33,10 @@ struct Inner {
 
 impl EventHub {
     /// Opens (appending to) the events file; sequence numbers continue after those already in it.
+    /// A torn last line (the previous process died while writing it) is cut off first, so that
+    /// the events appended now start on a line of their own.
     pub fn open(path: &Path) -> std::io::Result<Arc<EventHub>> {
+        cut_torn_tail(path)?;
         let next_seq = match read_events(path) {
             Ok(events) => events.last().map(|e| e.seq + 1).unwrap_or(0),
             Err(_) => 0,
@@ -95,6 +98,40 @@ impl EventHub {
             Err(p) => p.into_inner().next_seq,
         }
     }
+}
+
+/// Truncates `path` after its last newline when it does not end with one.
+fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    // Scan backwards in blocks for the last newline.
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block[..n])?;
+        if let Some(i) = block[..n].iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                tracing::warn!(path = %path.display(), bytes = len - keep, "cut a torn last event line");
+                file.set_len(keep)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    if len > 0 {
+        tracing::warn!(path = %path.display(), "events file holds no complete line: emptied");
+        file.set_len(0)?;
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -200,6 +237,22 @@ mod tests {
         assert_eq!(s.seq, 2);
         let all = read_events(&path).unwrap();
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn reopening_after_a_torn_line_appends_on_a_fresh_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let hub = EventHub::open(&path).unwrap();
+        hub.emit(Event::Resumed);
+        drop(hub);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":1,"at_ms":3,"eve"#).unwrap();
+        drop(f);
+        let hub = EventHub::open(&path).unwrap();
+        assert_eq!(hub.emit(Event::Resumed).seq, 1);
+        let all = read_events(&path).unwrap();
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`protocol::Command`] and [`protocol::Event`] values: the in-process dashboard ([`ui`]),
 //! attached clients over the run's control socket, and the run's `events.jsonl`.
 
+pub mod attach;
 pub mod bench;
 pub mod config;
 pub mod convert;
@@ -18,4 +19,5 @@ pub mod predict;
 pub mod protocol;
 pub mod report;
 pub mod rundir;
+pub mod server;
 pub mod ui;

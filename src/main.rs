@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use wick::config::{Config, ConfigError};
 use wick::launch::{self, TrainOptions};
+use wick::rundir::RunDir;
 
 #[derive(Parser)]
 #[command(
@@ -22,18 +23,61 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a training run (the dashboard on a terminal, progress lines otherwise).
+    /// Start a training run. On a terminal the run goes to a background process and this one
+    /// shows its dashboard (`d` detaches; closing the terminal or losing SSH leaves the run
+    /// going); otherwise (or with --headless) it trains here with progress lines.
     Train {
         /// Run configuration (TOML).
         #[arg(default_value = "config.toml")]
         config: PathBuf,
-        /// No dashboard: one progress line per epoch on stderr and a summary on stdout.
+        #[command(flatten)]
+        how: How,
+        /// Override `device` from the config: auto, cpu or cuda:N.
         #[arg(long)]
-        headless: bool,
+        device: Option<String>,
+    },
+    /// Continue a crashed or stopped run from its newest valid checkpoint (appending to its
+    /// events; exact on CPU).
+    Resume {
+        /// Run directory, run id (under --runs-dir) or a unique prefix of one.
+        run: String,
+        /// Where run ids are looked up.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+        #[command(flatten)]
+        how: How,
+        /// Resume on another device: auto, cpu or cuda:N.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Open the dashboard of a run: its history, then live events and control when it is live.
+    Attach {
+        /// Run directory, run id or unique prefix (default: the newest live run).
+        run: Option<String>,
+        /// Where run ids are looked up.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
         /// Dashboard with ASCII glyphs only.
         #[arg(long)]
         ascii: bool,
-        /// Override `device` from the config: auto, cpu or cuda:N.
+        /// No dashboard: events as JSON lines on stdout (history, then live until the run
+        /// ends); JSON commands (e.g. {"cmd":"pause"}) read from stdin.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs: state (live, finished, stopped, failed, crashed), progress, best accuracy.
+    Ls {
+        /// Folder holding the run directories.
+        #[arg(default_value = "runs")]
+        runs_dir: PathBuf,
+    },
+    /// Train an existing run directory in this process, headless (what a background run
+    /// executes; stdio is expected to go to the run's log).
+    #[command(hide = true)]
+    Serve {
+        run: PathBuf,
+        #[arg(long)]
+        resume: bool,
         #[arg(long)]
         device: Option<String>,
     },
@@ -86,6 +130,48 @@ enum Cmd {
     },
 }
 
+/// Where a run trains and what shows it.
+#[derive(clap::Args, Clone, Copy)]
+struct How {
+    /// No dashboard: train in this process with one progress line per epoch on stderr and a
+    /// summary on stdout.
+    #[arg(long, conflicts_with_all = ["detach", "foreground"])]
+    headless: bool,
+    /// Start the run in the background, print how to attach, and exit.
+    #[arg(long, conflicts_with = "foreground")]
+    detach: bool,
+    /// Dashboard and training in this one process (no background process; after `d` or a
+    /// lost terminal it goes on training, still holding this terminal's job).
+    #[arg(long)]
+    foreground: bool,
+    /// Dashboard with ASCII glyphs only.
+    #[arg(long)]
+    ascii: bool,
+}
+
+enum Mode {
+    /// Train in this process; `headless` = progress lines rather than the dashboard.
+    Here { headless: bool },
+    /// Train in a background process; `attach` = show its dashboard from here.
+    Background { attach: bool },
+}
+
+impl How {
+    fn mode(self) -> Mode {
+        use std::io::IsTerminal;
+        let tty = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+        if self.detach {
+            Mode::Background { attach: false }
+        } else if self.headless || !tty {
+            Mode::Here { headless: true }
+        } else if self.foreground {
+            Mode::Here { headless: false }
+        } else {
+            Mode::Background { attach: true }
+        }
+    }
+}
+
 /// Exit status for a configuration the user must fix.
 const EXIT_CONFIG: u8 = 2;
 
@@ -94,10 +180,27 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Train {
             config,
-            headless,
-            ascii,
+            how,
             device,
-        } => train(&config, headless, ascii, device),
+        } => train(&config, how, device),
+        Cmd::Resume {
+            run,
+            runs_dir,
+            how,
+            device,
+        } => resume(&run, &runs_dir, how, device),
+        Cmd::Attach {
+            run,
+            runs_dir,
+            ascii,
+            json,
+        } => attach(run.as_deref(), &runs_dir, ascii, json),
+        Cmd::Ls { runs_dir } => report(list_runs(&runs_dir)),
+        Cmd::Serve {
+            run,
+            resume,
+            device,
+        } => serve(&run, resume, device),
         Cmd::Data { idx_dir, out } => report(export_data(&idx_dir, &out)),
         Cmd::Export { run, out } => report(export_weights(&run, &out)),
         Cmd::Predict {
@@ -138,7 +241,7 @@ fn load_config(path: &Path, device: Option<String>) -> Result<Config, ConfigErro
     Ok(config)
 }
 
-fn train(config_path: &Path, headless: bool, ascii: bool, device: Option<String>) -> ExitCode {
+fn train(config_path: &Path, how: How, device: Option<String>) -> ExitCode {
     let config = match load_config(config_path, device) {
         Ok(c) => c,
         Err(e) => {
@@ -159,10 +262,69 @@ fn train(config_path: &Path, headless: bool, ascii: bool, device: Option<String>
             return ExitCode::FAILURE;
         }
     };
-    let _log = init_logging(&run.log());
-    tracing::info!(run = %run.id, config = %config_path.display(), "starting");
-    let opts = TrainOptions { headless, ascii };
-    match launch::run(config, run.clone(), None, &opts) {
+    match how.mode() {
+        Mode::Here { headless } => {
+            let _log = init_logging(&run.log());
+            tracing::info!(run = %run.id, config = %config_path.display(), "starting");
+            let opts = TrainOptions {
+                headless,
+                ascii: how.ascii,
+            };
+            train_here(config, run, None, &opts)
+        }
+        Mode::Background { attach } => background(&run, false, None, attach, how.ascii),
+    }
+}
+
+fn resume(arg: &str, runs_dir: &Path, how: How, device: Option<String>) -> ExitCode {
+    let run = match RunDir::resolve(arg, runs_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (config, from) = match launch::prepare_resume(&run, device.as_deref()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &from.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "resuming {} from {} (epoch {}, step {})",
+        run.id,
+        from.checkpoint.path.display(),
+        from.checkpoint.state.epoch,
+        from.checkpoint.state.global_step
+    );
+    match how.mode() {
+        Mode::Here { headless } => {
+            let _log = init_logging(&run.log());
+            tracing::info!(run = %run.id, "resuming");
+            let opts = TrainOptions {
+                headless,
+                ascii: how.ascii,
+            };
+            train_here(config, run, Some(from), &opts)
+        }
+        Mode::Background { attach } => {
+            drop(from);
+            background(&run, true, device.as_deref(), attach, how.ascii)
+        }
+    }
+}
+
+fn train_here(
+    config: Config,
+    run: RunDir,
+    from: Option<wick::engine::Resume>,
+    opts: &TrainOptions,
+) -> ExitCode {
+    match launch::run(config, run.clone(), from, opts) {
         Ok(outcome) => {
             tracing::info!(run = %outcome.run.id, "finished");
             ExitCode::SUCCESS
@@ -173,6 +335,221 @@ fn train(config_path: &Path, headless: bool, ascii: bool, device: Option<String>
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the run in a background process; then either says how to attach (`--detach`) or
+/// attaches from here.
+fn background(
+    run: &RunDir,
+    resume: bool,
+    device: Option<&str>,
+    attach_now: bool,
+    ascii: bool,
+) -> ExitCode {
+    let bg = match launch::spawn_background(run, resume, device) {
+        Ok(bg) => bg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !attach_now {
+        println!("{}", run.id);
+        eprintln!(
+            "run {} {} in the background (pid {})\n  attach:  wick attach {}\n  list:    wick ls {}\n  log:     {}",
+            run.id,
+            if resume { "resumed" } else { "started" },
+            bg.pid,
+            run.path.display(),
+            run.path.parent().unwrap_or(Path::new(".")).display(),
+            run.log().display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    attach_dashboard(run, ascii)
+}
+
+fn attach(arg: Option<&str>, runs_dir: &Path, ascii: bool, json: bool) -> ExitCode {
+    let run = match arg {
+        Some(a) => RunDir::resolve(a, runs_dir),
+        None => wick::attach::newest_live(runs_dir).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "no live run under {} (`wick ls {}` lists the runs; `wick attach RUN` shows one that has ended)",
+                    runs_dir.display(),
+                    runs_dir.display()
+                ),
+            )
+        }),
+    };
+    let run = match run {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        let runtime = match client_runtime() {
+            Ok(r) => r,
+            Err(e) => return report(Err(e)),
+        };
+        return report(
+            runtime
+                .block_on(wick::attach::json_lines(&run))
+                .map_err(anyhow::Error::from),
+        );
+    }
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        eprintln!("error: the dashboard needs a terminal (use --json for a stream of events)");
+        return ExitCode::FAILURE;
+    }
+    attach_dashboard(&run, ascii)
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn attach_dashboard(run: &RunDir, ascii: bool) -> ExitCode {
+    let runtime = match client_runtime() {
+        Ok(r) => r,
+        Err(e) => return report(Err(e)),
+    };
+    let outcome = match runtime.block_on(wick::attach::dashboard(run, ascii)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    drop(runtime);
+    if let Some(e) = &outcome.server_error {
+        eprintln!("the run closed the connection: {e}");
+    }
+    match outcome.exit {
+        wick::ui::DashboardExit::Detached => {
+            eprintln!(
+                "detached from {}: it goes on. Attach again with: wick attach {}",
+                run.id,
+                run.path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        // Nothing more goes to a terminal that is gone.
+        wick::ui::DashboardExit::TerminalLost => ExitCode::SUCCESS,
+        wick::ui::DashboardExit::Quit => match &outcome.ended {
+            Some(Ok(summary)) => {
+                print!("{}", wick::headless::summary_text(summary));
+                ExitCode::SUCCESS
+            }
+            Some(Err(error)) => {
+                eprintln!("run {} failed: {error}", run.id);
+                ExitCode::FAILURE
+            }
+            None => {
+                if outcome.live {
+                    eprintln!(
+                        "left the dashboard; run {} goes on (wick attach {})",
+                        run.id,
+                        run.path.display()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+        },
+    }
+}
+
+fn list_runs(runs_dir: &Path) -> anyhow::Result<()> {
+    let runs = RunDir::list(runs_dir);
+    if runs.is_empty() {
+        println!("no runs under {}", runs_dir.display());
+        return Ok(());
+    }
+    let now = wick::hub::now_ms();
+    let width = runs.iter().map(|r| r.id.len()).max().unwrap_or(3).max(3);
+    println!(
+        "{:<width$}  {:<13}  {:>8}  {:>6}  LAST EVENT",
+        "RUN", "STATE", "EPOCH", "BEST"
+    );
+    for run in runs {
+        let live = wick::server::is_live(&run);
+        let (state, epoch, best, last) = match wick::rundir::progress(&run) {
+            Ok(p) => {
+                let mut state = p.state(live).label().to_string();
+                if live && p.paused {
+                    state.push_str(" (paused)");
+                }
+                (
+                    state,
+                    format!("{}/{}", p.epoch, p.planned),
+                    p.best_val_acc
+                        .map(|a| format!("{:.1}%", a * 100.0))
+                        .unwrap_or_else(|| "-".into()),
+                    p.last_at_ms
+                        .map(|t| format!("{} ago", age(now.saturating_sub(t))))
+                        .unwrap_or_else(|| "-".into()),
+                )
+            }
+            Err(e) => (
+                if live { "live" } else { "unreadable" }.to_string(),
+                "-".into(),
+                "-".into(),
+                e.to_string(),
+            ),
+        };
+        println!(
+            "{:<width$}  {state:<13}  {epoch:>8}  {best:>6}  {last}",
+            run.id
+        );
+    }
+    Ok(())
+}
+
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// The background process of a run (see `launch::spawn_background`).
+fn serve(path: &Path, resume: bool, device: Option<String>) -> ExitCode {
+    let run = match RunDir::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _log = init_logging(&run.log());
+    let prepared = if resume {
+        launch::prepare_resume(&run, device.as_deref()).map(|(c, r)| (c, Some(r)))
+    } else {
+        launch::run_config(&run, device.as_deref()).map(|c| (c, None))
+    };
+    let (config, from) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(run = %run.id, resume, pid = std::process::id(), "serving in the background");
+    let opts = TrainOptions {
+        headless: true,
+        ascii: false,
+    };
+    train_here(config, run, from, &opts)
 }
 
 /// Logs go to `runs/<id>/wick.log`, never to the screen.

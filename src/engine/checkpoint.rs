@@ -30,6 +30,16 @@ pub enum CheckpointError {
     Serialise(String),
 }
 
+impl CheckpointError {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            CheckpointError::Io { path, .. } | CheckpointError::Corrupt { path, .. } => Some(path),
+            CheckpointError::Serialise(_) => None,
+        }
+    }
+}
+
 /// One adopted pseudo-label: an index into the training pool and its label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PseudoLabel {
@@ -38,7 +48,16 @@ pub struct PseudoLabel {
     pub confidence: f32,
 }
 
-/// Everything besides tensors that resuming needs.
+/// The round and pseudo-label set an epoch was planned with (its order and targets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochPlan {
+    pub round: u32,
+    pub pseudo: Vec<PseudoLabel>,
+}
+
+/// Everything besides tensors that resuming needs. Everything the runner carries from one
+/// batch to the next is here or derived from it (data order and augmentation come from the
+/// seed, the epoch and the sample index), so a resumed run is the uninterrupted one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// Epochs fully completed.
@@ -68,6 +87,10 @@ pub struct TrainState {
     pub epoch_seen: u64,
     /// The resolved config this run was started with.
     pub config_toml: String,
+    /// Set when a pseudo-label round ran in the middle of the epoch in progress: what that
+    /// epoch started with (it finishes with the order and targets it began with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_plan: Option<EpochPlan>,
 }
 
 /// A checkpoint read back from disk.
@@ -285,6 +308,10 @@ mod tests {
             epoch_correct: 0,
             epoch_seen: 0,
             config_toml: "seed = 1\n".into(),
+            epoch_plan: Some(EpochPlan {
+                round: 0,
+                pseudo: Vec::new(),
+            }),
         }
     }
 

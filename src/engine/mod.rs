@@ -45,6 +45,26 @@ pub enum EngineError {
     Panicked(String),
 }
 
+/// What a resumed run starts from.
+pub struct Resume {
+    /// The newest valid checkpoint.
+    pub checkpoint: checkpoint::Checkpoint,
+    /// Said (as warnings) right after `RunStarted`: e.g. the torn checkpoints skipped.
+    pub warnings: Vec<String>,
+    /// Newer checkpoint files that could not be read (set aside before training goes on).
+    pub skipped: Vec<std::path::PathBuf>,
+}
+
+impl From<checkpoint::Checkpoint> for Resume {
+    fn from(checkpoint: checkpoint::Checkpoint) -> Self {
+        Resume {
+            checkpoint,
+            warnings: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+}
+
 /// A running engine: send it commands, wait for its summary.
 pub struct EngineHandle {
     commands: mpsc::UnboundedSender<Command>,
@@ -83,7 +103,7 @@ pub fn spawn(
     config: Config,
     run: RunDir,
     hub: Arc<EventHub>,
-    resume: Option<checkpoint::Checkpoint>,
+    resume: Option<Resume>,
 ) -> std::io::Result<EngineHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
     let thread = std::thread::Builder::new()

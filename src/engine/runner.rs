@@ -12,11 +12,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::checkpoint::{self, PseudoLabel, TrainState};
+use super::checkpoint::{self, EpochPlan, PseudoLabel, TrainState};
 use super::dataset::RunData;
 use super::metrics::{argmax, Evaluation};
 use super::self_training::{self, PoolPrediction};
-use super::{loss, optim, schedule, EngineError};
+use super::{loss, optim, schedule, EngineError, Resume};
 use crate::config::{Config, Freeze};
 use crate::data::{AugmentKind, Loader, Preprocess};
 use crate::hub::EventHub;
@@ -54,6 +54,8 @@ pub struct Runner {
     state: TrainState,
     model_desc: String,
     resumed: bool,
+    /// Said right after `RunStarted` on a resume (e.g. skipped torn checkpoints).
+    resume_warnings: Vec<String>,
     stop_requested: bool,
     started: Instant,
     /// The latest validation pass, for the final summary.
@@ -67,7 +69,7 @@ impl Runner {
         run: RunDir,
         hub: Arc<EventHub>,
         commands: UnboundedReceiver<Command>,
-        resume: Option<checkpoint::Checkpoint>,
+        resume: Option<Resume>,
     ) -> Result<Runner, EngineError> {
         let (device, device_name) = super::device::open(&cfg.device)?;
         let data = RunData::prepare(&cfg)?;
@@ -153,12 +155,20 @@ impl Runner {
             epoch_correct: 0,
             epoch_seen: 0,
             config_toml: cfg.to_toml(),
+            epoch_plan: None,
         };
         let resumed = resume.is_some();
-        if let Some(ckpt) = resume {
+        let mut resume_warnings = Vec::new();
+        if let Some(Resume {
+            checkpoint: ckpt,
+            warnings,
+            ..
+        }) = resume
+        {
             restore_vars(&varmap, &ckpt.model)?;
             opt.load_state(&ckpt.optim)?;
             state = ckpt.state;
+            resume_warnings = warnings;
         }
         Ok(Runner {
             cfg,
@@ -176,6 +186,7 @@ impl Runner {
             state,
             model_desc,
             resumed,
+            resume_warnings,
             stop_requested: false,
             started: Instant::now(),
             last_eval: None,
@@ -238,6 +249,10 @@ impl Runner {
             resumed: self.resumed,
         });
         if self.resumed {
+            for w in std::mem::take(&mut self.resume_warnings) {
+                tracing::warn!("{w}");
+                self.emit(Event::log(Level::Warn, w));
+            }
             self.emit(Event::log(
                 Level::Info,
                 format!(
@@ -276,13 +291,11 @@ impl Runner {
         Ok(summary)
     }
 
-    fn phase(&self) -> Phase {
-        if self.state.round == 0 {
+    fn phase_of(round: u32) -> Phase {
+        if round == 0 {
             Phase::Supervised
         } else {
-            Phase::SelfTraining {
-                round: self.state.round,
-            }
+            Phase::SelfTraining { round }
         }
     }
 
@@ -312,7 +325,11 @@ impl Runner {
 
     /// The training order for the epoch `epoch` (1-based): labelled + pseudo-labelled images,
     /// shuffled by a generator derived from the seed and the epoch, so resume is exact.
-    fn epoch_order(&self, epoch: u32) -> (Vec<usize>, HashMap<usize, (u32, f32)>) {
+    fn epoch_order(
+        &self,
+        epoch: u32,
+        pseudo: &[PseudoLabel],
+    ) -> (Vec<usize>, HashMap<usize, (u32, f32)>) {
         let mut targets: HashMap<usize, (u32, f32)> = HashMap::new();
         for &i in &self.data.labelled {
             if let Some(l) = self.data.labels[i] {
@@ -320,7 +337,7 @@ impl Runner {
             }
         }
         let w = self.cfg.self_training.pseudo_weight as f32;
-        for p in &self.state.pseudo {
+        for p in pseudo {
             targets.entry(p.index).or_insert((p.label, w));
         }
         let mut order: Vec<usize> = targets.keys().copied().collect();
@@ -333,8 +350,14 @@ impl Runner {
 
     fn train_epoch(&mut self) -> Result<(), EngineError> {
         let epoch = self.state.epoch + 1;
-        let phase = self.phase();
-        let (order, targets) = self.epoch_order(epoch);
+        // Resumed in the middle of an epoch that a round interrupted: finish it as it began.
+        let (round, pseudo) = match &self.state.epoch_plan {
+            Some(plan) => (plan.round, plan.pseudo.clone()),
+            None => (self.state.round, self.state.pseudo.clone()),
+        };
+        let phase = Self::phase_of(round);
+        let (order, targets) = self.epoch_order(epoch, &pseudo);
+        drop(pseudo);
         let bs = self.cfg.train.batch_size;
         let batches = order.len().div_ceil(bs) as u32;
         self.emit(Event::EpochStarted {
@@ -445,6 +468,7 @@ impl Runner {
         let train_acc = self.state.epoch_correct as f64 / seen;
         self.state.epoch = epoch;
         self.state.batch_in_epoch = 0;
+        self.state.epoch_plan = None;
         self.state.epoch_loss_sum = 0.0;
         self.state.epoch_correct = 0;
         self.state.epoch_seen = 0;
@@ -582,6 +606,13 @@ impl Runner {
         let (per_class, per_class_precision, precision) =
             self_training::quality(&selection.labels, classes, &self.data.hidden_truth);
         let samples = self.round_samples(&selection.labels);
+        if self.state.batch_in_epoch > 0 && self.state.epoch_plan.is_none() {
+            // The epoch in progress keeps its order and targets: remember them for a resume.
+            self.state.epoch_plan = Some(EpochPlan {
+                round: self.state.round,
+                pseudo: self.state.pseudo.clone(),
+            });
+        }
         self.state.pseudo = selection.labels;
         self.state.round = round;
         self.state.epochs_in_round = 0;
