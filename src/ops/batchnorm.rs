@@ -227,7 +227,15 @@ fn grad_sums_any<T: Float>(dy: &[T], x: &[T], y: &[T], mean: T, relu: bool) -> (
 }
 
 #[inline(always)]
-fn dx_any<T: Float>(out: &mut [T], dy: &[T], x: &[T], y: &[T], k: (T, T, T), relu: bool, train: bool) {
+fn dx_any<T: Float>(
+    out: &mut [T],
+    dy: &[T],
+    x: &[T],
+    y: &[T],
+    k: (T, T, T),
+    relu: bool,
+    train: bool,
+) {
     match (relu, train) {
         (true, true) => plane_dx::<T, true, true>(out, dy, x, y, k),
         (false, true) => plane_dx::<T, false, true>(out, dy, x, y, k),
@@ -458,11 +466,7 @@ fn plane_grad_sums<T: Float, const RELU: bool>(dy: &[T], x: &[T], y: &[T], mean:
     for ((dyb, xb), yb) in dy.chunks(BLOCK).zip(x.chunks(BLOCK)).zip(y.chunks(BLOCK)) {
         let mut s = [z; L];
         let mut q = [z; L];
-        let (dc, xc, yc) = (
-            dyb.chunks_exact(L),
-            xb.chunks_exact(L),
-            yb.chunks_exact(L),
-        );
+        let (dc, xc, yc) = (dyb.chunks_exact(L), xb.chunks_exact(L), yb.chunks_exact(L));
         let (dr, xr, yr) = (dc.remainder(), xc.remainder(), yc.remainder());
         for ((d, xv), yv) in dc.zip(xc).zip(yc) {
             let d: &[T; L] = d.try_into().expect("chunk of L");
@@ -537,8 +541,7 @@ impl BnBwd {
         let m = g.count() as f64;
         // dx = a * dz + b * x + c0 per channel.
         let mut coef = Vec::with_capacity(g.c);
-        for c in 0..g.c {
-            let (sdz, sxc) = sums[c];
+        for (c, &(sdz, sxc)) in sums.iter().enumerate() {
             let inv = st.invstd[c];
             let a = self.gamma[c] * inv;
             if self.train {

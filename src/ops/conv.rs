@@ -517,7 +517,14 @@ fn shifted_range(g: &Geom, tap: &Tap, p0: usize, p1: usize) -> (usize, usize, is
 /// Calls `f(i)` for every position `i` (relative to `p0`) in `[a, b)` whose column is outside
 /// the tap's valid columns.
 #[inline(always)]
-fn for_invalid_columns(g: &Geom, tap: &Tap, p0: usize, a: usize, b: usize, mut f: impl FnMut(usize)) {
+fn for_invalid_columns(
+    g: &Geom,
+    tap: &Tap,
+    p0: usize,
+    a: usize,
+    b: usize,
+    mut f: impl FnMut(usize),
+) {
     if tap.xlo == 0 && tap.xhi == g.ow {
         return;
     }
@@ -546,12 +553,8 @@ fn im2col_shifted<T: Float>(g: &Geom, tap: &Tap, plane: &[T], p0: usize, p1: usi
         let s1 = ((b as isize + shift) as usize).min(plane.len());
         let d0 = (s0 as isize - shift) as usize - p0;
         dst[d0..d0 + (s1 - s0)].copy_from_slice(&plane[s0..s1]);
-        for i in (a - p0)..d0 {
-            dst[i] = T::zero();
-        }
-        for i in d0 + (s1 - s0)..(b - p0) {
-            dst[i] = T::zero();
-        }
+        zero(&mut dst[a - p0..d0]);
+        zero(&mut dst[d0 + (s1 - s0)..b - p0]);
         for_invalid_columns(g, tap, p0, a, b, |i| dst[i] = T::zero());
     }
 }
@@ -559,7 +562,14 @@ fn im2col_shifted<T: Float>(g: &Geom, tap: &Tap, plane: &[T], p0: usize, p1: usi
 /// [`col2im`] of one tap row for a [`Geom::shifted`] geometry: zero the out-of-image columns
 /// of `src` (a workspace row), then one bulk add.
 #[inline(always)]
-fn col2im_shifted<T: Float>(g: &Geom, tap: &Tap, src: &mut [T], p0: usize, p1: usize, plane: &mut [T]) {
+fn col2im_shifted<T: Float>(
+    g: &Geom,
+    tap: &Tap,
+    src: &mut [T],
+    p0: usize,
+    p1: usize,
+    plane: &mut [T],
+) {
     let (a, b, shift) = shifted_range(g, tap, p0, p1);
     if b > a {
         for_invalid_columns(g, tap, p0, a, b, |i| src[i] = T::zero());

@@ -256,6 +256,26 @@ pub unsafe fn matmul<T: Float>(
     )
 }
 
+/// `c = a · b` for row-major f32 slices (`m x k`, `k x n`, `m x n`) through [`matmul`] on
+/// all threads (the benchmark's GEMM row).
+pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: the asserts above bound every access.
+    unsafe {
+        matmul(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            n,
+            false,
+            Mat::rm(a.as_ptr(), k),
+            Mat::rm(b.as_ptr(), n),
+            true,
+        );
+    }
+}
+
 /// Helpers shared by the kernels' tests.
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -281,15 +301,5 @@ pub(crate) mod testutil {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max)
-    }
-}
-
-/// `c = a · b` for row-major f32 slices (`m x k`, `k x n`, `m x n`) through [`matmul`] on
-/// all threads (the benchmark's GEMM row).
-pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the asserts above bound every access.
-    unsafe {
-        matmul(m, n, k, c.as_mut_ptr(), n, false, Mat::rm(a.as_ptr(), k), Mat::rm(b.as_ptr(), n), true);
     }
 }
