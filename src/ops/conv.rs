@@ -509,9 +509,33 @@ impl Geom {
 /// their input index (`p + shift`), for a [`Geom::shifted`] geometry.
 #[inline(always)]
 fn shifted_range(g: &Geom, tap: &Tap, p0: usize, p1: usize) -> (usize, usize, isize) {
+    let shift = tap.offy * g.w as isize + tap.offx;
+    if tap.xlo >= tap.xhi {
+        // No column of this tap reads inside the image.
+        return (p0, p0, shift);
+    }
     let a = (tap.ylo * g.w).clamp(p0, p1);
     let b = (tap.yhi * g.w).clamp(a, p1);
-    (a, b, tap.offy * g.w as isize + tap.offx)
+    (a, b, shift)
+}
+
+/// The part of `[a, b)` whose shifted index lies inside a plane of `len` elements: source
+/// `[s0, s1)` and destination start `d0` (relative to `p0`); `None` when empty.
+#[inline(always)]
+fn shifted_copy(
+    a: usize,
+    b: usize,
+    shift: isize,
+    len: usize,
+    p0: usize,
+) -> Option<(usize, usize, usize)> {
+    let s0 = (a as isize + shift).max(0);
+    let s1 = (b as isize + shift).min(len as isize);
+    if s1 <= s0 {
+        return None;
+    }
+    let d0 = (s0 - shift) as usize - p0;
+    Some((s0 as usize, s1 as usize, d0))
 }
 
 /// Calls `f(i)` for every position `i` (relative to `p0`) in `[a, b)` whose column is outside
@@ -548,14 +572,16 @@ fn im2col_shifted<T: Float>(g: &Geom, tap: &Tap, plane: &[T], p0: usize, p1: usi
     zero(&mut dst[..a - p0]);
     zero(&mut dst[b - p0..]);
     if b > a {
-        // Source indices outside the plane only occur at out-of-image columns (zeroed below).
-        let s0 = (a as isize + shift).max(0) as usize;
-        let s1 = ((b as isize + shift) as usize).min(plane.len());
-        let d0 = (s0 as isize - shift) as usize - p0;
-        dst[d0..d0 + (s1 - s0)].copy_from_slice(&plane[s0..s1]);
-        zero(&mut dst[a - p0..d0]);
-        zero(&mut dst[d0 + (s1 - s0)..b - p0]);
-        for_invalid_columns(g, tap, p0, a, b, |i| dst[i] = T::zero());
+        match shifted_copy(a, b, shift, plane.len(), p0) {
+            None => zero(&mut dst[a - p0..b - p0]),
+            Some((s0, s1, d0)) => {
+                // Source indices outside the plane only occur at out-of-image columns.
+                dst[d0..d0 + (s1 - s0)].copy_from_slice(&plane[s0..s1]);
+                zero(&mut dst[a - p0..d0]);
+                zero(&mut dst[d0 + (s1 - s0)..b - p0]);
+                for_invalid_columns(g, tap, p0, a, b, |i| dst[i] = T::zero());
+            }
+        }
     }
 }
 
@@ -572,12 +598,11 @@ fn col2im_shifted<T: Float>(
 ) {
     let (a, b, shift) = shifted_range(g, tap, p0, p1);
     if b > a {
-        for_invalid_columns(g, tap, p0, a, b, |i| src[i] = T::zero());
-        let s0 = (a as isize + shift).max(0) as usize;
-        let s1 = ((b as isize + shift) as usize).min(plane.len());
-        let d0 = (s0 as isize - shift) as usize - p0;
-        for (d, v) in plane[s0..s1].iter_mut().zip(&src[d0..d0 + (s1 - s0)]) {
-            *d += *v;
+        if let Some((s0, s1, d0)) = shifted_copy(a, b, shift, plane.len(), p0) {
+            for_invalid_columns(g, tap, p0, a, b, |i| src[i] = T::zero());
+            for (d, v) in plane[s0..s1].iter_mut().zip(&src[d0..d0 + (s1 - s0)]) {
+                *d += *v;
+            }
         }
     }
 }
@@ -1187,6 +1212,10 @@ mod tests {
         case((2, 80, 17, 16), (2, 5, 5), (1, 1), (2, 2), (1, 1), 1),
         case((2, 8, 19, 17), (5, 1, 1), (1, 1), (0, 0), (1, 1), 1),
         case((3, 2, 4, 3), (2, 2, 2), (1, 2), (0, 1), (1, 1), 1),
+        case((3, 2, 1, 1), (2, 5, 5), (1, 1), (2, 2), (1, 1), 1),
+        case((2, 3, 2, 2), (3, 5, 5), (1, 1), (2, 2), (1, 1), 3),
+        case((1, 2, 1, 3), (2, 3, 3), (1, 1), (1, 1), (1, 1), 2),
+        case((40, 1, 1, 1), (2, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     ];
 
     fn oshape(c: &Case) -> (usize, usize) {
