@@ -414,7 +414,10 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             flops: kind.flops(&shapes),
         });
     }
-    if rows.iter().any(|r| r.name == "maxpool3x3s2-fwd-bwd" && r.candle.is_some()) {
+    if rows
+        .iter()
+        .any(|r| r.name == "maxpool3x3s2-fwd-bwd" && r.candle.is_some())
+    {
         notes.push(
             "max-pool candle column: candle's max_pool2d has no padding and no backward for \
              kernel != stride; its column is wick's composition of candle ops"
@@ -523,7 +526,10 @@ fn run_reference(
         )));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'));
     let parsed: ReferenceOutput = serde_json::from_str(last.unwrap_or(""))
         .map_err(|e| BenchError::Reference(format!("unreadable output: {e}")))?;
     Ok((
