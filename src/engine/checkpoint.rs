@@ -68,6 +68,10 @@ pub struct TrainState {
     pub epoch_seen: u64,
     /// The resolved config this run was started with.
     pub config_toml: String,
+    /// Self-training state beyond the round counters and `pseudo` (soft targets, the plateau
+    /// trigger's phase, the online mode's tallies); empty in checkpoints written before it.
+    #[serde(default)]
+    pub ssl: crate::engine::rounds::SslState,
 }
 
 /// A checkpoint read back from disk.
@@ -285,6 +289,7 @@ mod tests {
             epoch_correct: 0,
             epoch_seen: 0,
             config_toml: "seed = 1\n".into(),
+            ssl: Default::default(),
         }
     }
 
