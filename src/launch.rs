@@ -226,7 +226,16 @@ pub fn run(
             .serve(hub.clone(), commands.clone(), ServeOptions::default())
             .map_err(LaunchError::Socket)?;
         let front = if interactive {
-            dashboard(&hub, &run, first_seq, commands.clone(), fps, keys, opts.ascii).await
+            dashboard(
+                &hub,
+                &run,
+                first_seq,
+                commands.clone(),
+                fps,
+                keys,
+                opts.ascii,
+            )
+            .await
         } else {
             narrate(&hub, first_seq).await;
             Ok(())

@@ -514,6 +514,10 @@ pub struct RoundRecord {
     pub confidence_hist: Vec<u64>,
     pub csv: String,
     pub samples: Vec<SampleNote>,
+    /// Per-class thresholds of the round (empty: every class had `threshold`).
+    pub thresholds: Vec<f32>,
+    /// A round of the online mode (reported after each of its epochs).
+    pub online: bool,
 }
 
 impl RoundRecord {
@@ -1180,6 +1184,7 @@ impl App {
                 round,
                 pool,
                 threshold,
+                online,
             } => {
                 self.resume_pending = false;
                 self.log(
@@ -1202,6 +1207,8 @@ impl App {
                     confidence_hist: Vec::new(),
                     csv: String::new(),
                     samples: Vec::new(),
+                    thresholds: Vec::new(),
+                    online,
                 });
                 self.set_threshold(threshold);
             }
@@ -1216,6 +1223,8 @@ impl App {
                 confidence_hist,
                 csv,
                 samples,
+                thresholds,
+                online,
             } => {
                 let idx = match self.rounds.iter().position(|r| r.round == round) {
                     Some(i) => i,
@@ -1235,6 +1244,8 @@ impl App {
                             confidence_hist: Vec::new(),
                             csv: String::new(),
                             samples: Vec::new(),
+                            thresholds: Vec::new(),
+                            online,
                         });
                         self.rounds.len() - 1
                     }
@@ -1257,6 +1268,8 @@ impl App {
                     r.confidence_hist = confidence_hist;
                     r.csv = csv;
                     r.samples = samples;
+                    r.thresholds = thresholds;
+                    r.online = r.online || online;
                 }
                 self.set_threshold(threshold);
             }
