@@ -58,7 +58,7 @@ fn start_with(
 ) {
     let config = Config::parse(config_text, Path::new("tiny.toml")).expect("config");
     let (run, ckpt) = match resume {
-        Some((run, c)) => (run, Some(c)),
+        Some((run, c)) => (run, Some(c.into())),
         None => (wick::launch::create_run(&config).expect("run dir"), None),
     };
     let hub = EventHub::open(&run.events()).expect("hub");
