@@ -174,11 +174,12 @@ pub async fn dashboard(run: &RunDir, ascii: bool) -> Result<AttachOutcome, Attac
         Err(e) => return Err(e.into()),
     };
     let after = replay.last().map(|e| e.seq);
-    let fps = std::fs::read_to_string(run.config())
+    // The run's own dashboard settings (frame rate, keys).
+    let config = std::fs::read_to_string(run.config())
         .ok()
-        .and_then(|t| Config::parse(&t, &run.config()).ok())
-        .map(|c| c.ui.fps)
-        .unwrap_or(10);
+        .and_then(|t| Config::parse(&t, &run.config()).ok());
+    let fps = config.as_ref().map(|c| c.ui.fps).unwrap_or(10);
+    let keys = config.map(|c| c.keys).unwrap_or_default();
     let (events, commands, reader, live) = match connect(&run.socket(), after).await {
         Ok(conn) => {
             let (ev, cmd, task) = conn.into_channels();
@@ -193,11 +194,7 @@ pub async fn dashboard(run: &RunDir, ascii: bool) -> Result<AttachOutcome, Attac
         Err(e) => return Err(e),
     };
     let view = ui::detect_options(ui::no_color_env(), ascii);
-    let opts = ui::DashboardOptions {
-        fps,
-        color: view.color,
-        ascii: view.ascii,
-    };
+    let opts = ui::DashboardOptions::new(view, fps, keys);
     // How the run ended, if it has: from the history, then from live events as they pass.
     let ended = Arc::new(Mutex::new(ended_in(&replay)));
     let (tap_tx, tap_rx) = mpsc::channel(CLIENT_QUEUE);

@@ -57,6 +57,9 @@ pub struct Config {
     pub self_training: SelfTrainingConfig,
     #[serde(default)]
     pub ui: UiConfig,
+    /// Dashboard key bindings (see README.md, "The dashboard").
+    #[serde(default)]
+    pub keys: crate::ui::KeyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -548,6 +551,20 @@ impl Config {
                     .into(),
             ));
         }
+        if let Err(message) = self.keys.validate() {
+            // The message starts with the offending field (`keys.<action>`).
+            let field = message
+                .split(':')
+                .next()
+                .and_then(|f| f.strip_prefix("keys."))
+                .unwrap_or("")
+                .to_string();
+            let message = message
+                .split_once(": ")
+                .map(|(_, m)| m.to_string())
+                .unwrap_or(message);
+            return Err(bad("keys", &field, message));
+        }
         if self.ui.fps == 0 || self.ui.fps > 60 {
             return Err(bad(
                 "ui",
@@ -558,14 +575,10 @@ impl Config {
         Ok(())
     }
 
-    /// Normalisation mean/std, defaulting to the ImageNet statistics for 3 channels and 0.5/0.5
-    /// for 1 channel.
+    /// Normalisation mean/std: the config's, else what the architecture's pretrained weights
+    /// expect (see [`default_normalisation`]).
     pub fn normalisation(&self) -> (Vec<f32>, Vec<f32>) {
-        let default = if self.data.channels == 3 {
-            (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
-        } else {
-            (vec![0.5], vec![0.5])
-        };
+        let default = default_normalisation(&self.model.arch, self.data.channels);
         (
             self.data.mean.clone().unwrap_or(default.0),
             self.data.std.clone().unwrap_or(default.1),
@@ -575,6 +588,18 @@ impl Config {
     /// The resolved config as TOML, as written to `runs/<id>/config.toml`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+/// Input normalisation an architecture's pretrained weights expect: EfficientNet-Lite
+/// (x − 127) / 128, ImageNet statistics for other 3-channel models, 0.5 / 0.5 for greyscale.
+pub fn default_normalisation(arch: &str, channels: usize) -> (Vec<f32>, Vec<f32>) {
+    if arch.starts_with("efficientnet") {
+        (vec![127.0 / 255.0; channels], vec![128.0 / 255.0; channels])
+    } else if channels == 3 {
+        (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
+    } else {
+        (vec![0.5], vec![0.5])
     }
 }
 
@@ -659,6 +684,13 @@ mod tests {
         let err = parse(&format!("{MINIMAL}[train]\nbatch_size = \"big\"\n")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("test.toml:5:"), "{msg}");
+    }
+
+    #[test]
+    fn key_clash_names_the_field_and_line() {
+        let err = parse(&format!("{MINIMAL}[keys]\nsort = \"r\"\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:5: field `keys.sort`"), "{msg}");
     }
 
     #[test]

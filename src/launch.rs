@@ -195,6 +195,7 @@ pub fn run(
         source,
     })?;
     let fps = config.ui.fps;
+    let keys = config.keys.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -225,7 +226,16 @@ pub fn run(
             .serve(hub.clone(), commands.clone(), ServeOptions::default())
             .map_err(LaunchError::Socket)?;
         let front = if interactive {
-            dashboard(&hub, &run, first_seq, commands.clone(), fps, opts.ascii).await
+            dashboard(
+                &hub,
+                &run,
+                first_seq,
+                commands.clone(),
+                fps,
+                keys,
+                opts.ascii,
+            )
+            .await
         } else {
             narrate(&hub, first_seq).await;
             Ok(())
@@ -242,6 +252,10 @@ pub fn run(
     drop(runtime);
     front?;
     let summary = result?;
+    match crate::report::write_report(&run.path) {
+        Ok(path) => tracing::info!(path = %path.display(), "report written"),
+        Err(e) => tracing::warn!("cannot write the run report: {e}"),
+    }
     if !interactive {
         let mut out = std::io::stdout();
         let _ = out.write_all(summary_text(&summary).as_bytes());
@@ -299,6 +313,7 @@ async fn dashboard(
     first_seq: u64,
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
     fps: u32,
+    keys: ui::KeyConfig,
     ascii: bool,
 ) -> Result<(), LaunchError> {
     // Earlier events (a resumed run's history) are replayed, then live ones follow.
@@ -306,14 +321,16 @@ async fn dashboard(
     let replay: Vec<_> = replay.into_iter().filter(|e| e.seq < first_seq).collect();
     let live = hub::follow(hub, first_seq.checked_sub(1), 1024);
     let view = ui::detect_options(ui::no_color_env(), ascii);
-    let opts = ui::DashboardOptions {
-        fps,
-        color: view.color,
-        ascii: view.ascii,
-    };
+    let opts = ui::DashboardOptions::new(view, fps, keys);
+    let stats = opts.stats.clone();
     let exit = ui::run_dashboard(replay, live, commands, opts)
         .await
         .map_err(LaunchError::Ui)?;
+    tracing::info!(
+        bytes = stats.bytes_written(),
+        frames = stats.frames(),
+        "dashboard closed"
+    );
     match exit {
         ui::DashboardExit::Quit => {}
         ui::DashboardExit::Detached => {

@@ -5,7 +5,9 @@
 //! attached clients over the run's control socket, and the run's `events.jsonl`.
 
 pub mod attach;
+pub mod bench;
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod engine;
 pub mod headless;
@@ -13,7 +15,9 @@ pub mod hub;
 pub mod launch;
 pub mod model;
 pub mod ops;
+pub mod predict;
 pub mod protocol;
+pub mod report;
 pub mod rundir;
 pub mod server;
 pub mod ui;

@@ -81,6 +81,37 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Classify images with a trained run (or pretrained weights and --arch): top classes with
+    /// probabilities.
+    Predict {
+        /// A run directory (runs/<run-id>) or a weights file (.safetensors / .pth).
+        model: PathBuf,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Architecture, when MODEL is a weights file.
+        #[arg(long, default_value = "resnet18")]
+        arch: String,
+        /// Input channels, when MODEL is a weights file.
+        #[arg(long, default_value_t = 3)]
+        channels: usize,
+        /// Input size, when MODEL is a weights file.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// How many classes to list.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// JSON lines with the raw logits too.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (Re)write runs/<id>/report.md and its plots from the run's events.
+    Report {
+        /// Run directory (runs/<run-id>).
+        run: PathBuf,
+    },
+    /// Convert a PyTorch checkpoint (.pth, zip or legacy format) to safetensors.
+    Convert { input: PathBuf, output: PathBuf },
     /// Write a run's best model weights as a plain safetensors file (usable as `model.pretrained`).
     Export {
         /// Run directory (runs/<run-id>).
@@ -172,6 +203,21 @@ fn main() -> ExitCode {
         } => serve(&run, resume, device),
         Cmd::Data { idx_dir, out } => report(export_data(&idx_dir, &out)),
         Cmd::Export { run, out } => report(export_weights(&run, &out)),
+        Cmd::Predict {
+            model,
+            images,
+            arch,
+            channels,
+            size,
+            top,
+            json,
+        } => report(predict(model, &images, arch, channels, size, top, json)),
+        Cmd::Convert { input, output } => report(convert(&input, &output)),
+        Cmd::Report { run } => report(
+            wick::report::write_report(&run)
+                .map(|p| println!("wrote {}", p.display()))
+                .map_err(anyhow::Error::from),
+        ),
     }
 }
 
@@ -552,6 +598,48 @@ fn export_weights(run: &Path, out: &Path) -> anyhow::Result<()> {
         ckpt.state.best_epoch,
         ckpt.state.best_val_acc * 100.0,
         out.display()
+    );
+    Ok(())
+}
+
+fn predict(
+    model: PathBuf,
+    images: &[PathBuf],
+    arch: String,
+    channels: usize,
+    size: usize,
+    top: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use wick::predict::{format_prediction, Predictor, Source};
+    let source = if model.is_dir() {
+        Source::Run(model)
+    } else {
+        Source::Weights {
+            path: model,
+            arch,
+            channels,
+            size,
+        }
+    };
+    let predictor = Predictor::open(&source)?;
+    for image in images {
+        let p = predictor.predict(image, top)?;
+        if json {
+            println!("{}", serde_json::to_string(&p)?);
+        } else {
+            print!("{}", format_prediction(&p));
+        }
+    }
+    Ok(())
+}
+
+fn convert(input: &Path, output: &Path) -> anyhow::Result<()> {
+    let (n, elements) = wick::convert::convert(input, output)?;
+    println!(
+        "wrote {n} tensors ({:.2}M values) to {}",
+        elements as f64 / 1e6,
+        output.display()
     );
     Ok(())
 }

@@ -70,17 +70,20 @@ fn input(dtype: DType) -> Result<Tensor> {
     Tensor::from_vec(v, (2, 3, 64, 64), &Device::Cpu)?.to_dtype(dtype)
 }
 
+/// A built model, its variables by name, and torchvision's parameter names.
+type FormulaModel = (
+    Box<dyn model::Classifier>,
+    HashMap<String, Var>,
+    Vec<String>,
+);
+
 /// Builds `arch` in `dtype` with every tensor set from the formula; checks the names against
 /// torchvision's and the values against the script's sums.
 fn model_from_formula(
     arch: &str,
     dtype: DType,
     fx: &HashMap<String, Tensor>,
-) -> Result<(
-    Box<dyn model::Classifier>,
-    HashMap<String, Var>,
-    Vec<String>,
-)> {
+) -> Result<FormulaModel> {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
     let m = model::build(arch, 3, 10, vb).expect("model builds");

@@ -14,8 +14,10 @@
 //! statistics live in the `VarMap` as `Var`s but are never trainable (see
 //! [`crate::model::is_trainable`]): the forward only reads them detached.
 
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
+
+use crate::ops::{self, BatchNormMode};
 
 /// PyTorch's default momentum for the running statistics.
 pub const DEFAULT_MOMENTUM: f64 = 0.1;
@@ -96,7 +98,17 @@ impl BatchNorm2d {
 
     /// `x`: `[N, C, H, W]` with `C == num_features`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4().map_err(|_| {
+        self.forward_impl(x, train, false)
+    }
+
+    /// `relu(self.forward_t(x, train))` as one fused op (one pass less over memory, forward
+    /// and backward).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let (_, c, _, _) = x.dims4().map_err(|_| {
             candle_core::Error::Msg(format!(
                 "batch-norm: input must be [N, C, H, W], got {:?}",
                 x.dims()
@@ -108,46 +120,22 @@ impl BatchNorm2d {
                 self.num_features
             )
         }
-        let shape = (1, c, 1, 1);
-        let x_dtype = x.dtype();
-        let internal = match x_dtype {
-            DType::F16 | DType::BF16 => DType::F32,
-            d => d,
-        };
-        let x = x.to_dtype(internal)?;
-        let (mean, var) = if train {
-            let count = n * h * w;
-            if count < 2 {
-                candle_core::bail!(
-                    "batch-norm: expected more than 1 value per channel when training, got input {:?}",
-                    [n, c, h, w]
-                )
-            }
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let centred = x.broadcast_sub(&mean)?;
-            let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-            self.update_running(&mean, &var, count)?;
-            (mean, var)
+        let (running_mean, running_var);
+        let mode = if train {
+            BatchNormMode::Train
         } else {
-            (
-                self.running_mean
-                    .as_detached_tensor()
-                    .to_dtype(internal)?
-                    .reshape(shape)?,
-                self.running_var
-                    .as_detached_tensor()
-                    .to_dtype(internal)?
-                    .reshape(shape)?,
-            )
+            running_mean = self.running_mean.as_detached_tensor();
+            running_var = self.running_var.as_detached_tensor();
+            BatchNormMode::Eval {
+                mean: &running_mean,
+                var: &running_var,
+            }
         };
-        // y = (x - mean) * (weight / sqrt(var + eps)) + bias
-        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
-        let scale = inv_std.broadcast_mul(&self.weight.to_dtype(internal)?.reshape(shape)?)?;
-        let y = x
-            .broadcast_sub(&mean)?
-            .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.to_dtype(internal)?.reshape(shape)?)?;
-        y.to_dtype(x_dtype)
+        let (y, stats) = ops::batch_norm2d(x, &self.weight, &self.bias, mode, self.eps, relu)?;
+        if let Some(s) = stats {
+            self.update_running(&s.mean, &s.var, s.count)?;
+        }
+        Ok(y)
     }
 
     /// Running-stat update from detached batch statistics, as PyTorch.
@@ -168,6 +156,7 @@ impl BatchNorm2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
     use candle_core::Device;
     use candle_nn::VarMap;
 

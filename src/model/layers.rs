@@ -1,9 +1,60 @@
 //! Small building blocks shared by the models: convolutions and linear layers with
 //! torchvision's initialisation, and global average pooling.
+//!
+//! Convolutions run through [`crate::ops::conv2d`] (wick's GEMM kernels on the CPU, candle's
+//! convolution elsewhere).
 
-use candle_core::{Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
+
+use crate::ops;
+
+/// A 2-D convolution layer (same fields and accessors as `candle_nn::Conv2d`) whose forward
+/// is [`ops::conv2d`].
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    config: Conv2dConfig,
+}
+
+impl Conv2d {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, config: Conv2dConfig) -> Self {
+        Conv2d {
+            weight,
+            bias,
+            config,
+        }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn config(&self) -> &Conv2dConfig {
+        &self.config
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        ops::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            (c.stride, c.stride),
+            (c.padding, c.padding),
+            (c.dilation, c.dilation),
+            c.groups,
+        )
+    }
+}
 
 /// torchvision's ResNet conv init: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
 pub const KAIMING_FAN_OUT: Init = Init::Kaiming {

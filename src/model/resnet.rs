@@ -7,10 +7,10 @@
 //! train flag reaches every BatchNorm.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 use super::batchnorm::{BatchNorm2d, DEFAULT_EPS};
-use super::layers::{conv2d_no_bias, global_avg_pool, linear};
+use super::layers::{conv2d_no_bias, global_avg_pool, linear, Conv2d};
 use super::Classifier;
 use crate::ops;
 
@@ -96,10 +96,11 @@ impl Block {
         let last = self.convs.len() - 1;
         let mut y = x.clone();
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            y = bn.forward_t(&c.forward(&y)?, train)?;
-            if i != last {
-                y = y.relu()?;
-            }
+            y = if i != last {
+                bn.forward_relu_t(&c.forward(&y)?, train)?
+            } else {
+                bn.forward_t(&c.forward(&y)?, train)?
+            };
         }
         let identity = match &self.downsample {
             Some((c, bn)) => bn.forward_t(&c.forward(x)?, train)?,
@@ -166,7 +167,7 @@ impl ResNet {
 
     /// Backbone: `[N, in, H, W]` → pooled features `[N, 512 * expansion]`.
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let mut x = ops::max_pool2d(&x, 3, 2, 1)?;
         for layer in &self.layers {
             for block in layer {

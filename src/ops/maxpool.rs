@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Error, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
 /// Max pooling over the last two dimensions of an `[N, C, H, W]` tensor, square `kernel`, square
 /// `stride`, symmetric implicit `-inf` `padding` (PyTorch's `MaxPool2d(kernel, stride, padding)`
@@ -23,7 +24,10 @@ use candle_core::{CpuStorage, CustomOp1, DType, Error, Layout, Result, Shape, Te
 /// non-4-D or non-float input and on inputs smaller than the kernel.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let geom = Geometry::new(x, kernel, stride, padding)?;
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+    if super::backend() == super::Backend::Wick
+        && x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+    {
         let x = x.contiguous()?;
         x.apply_op1_arc(Arc::new(Box::new(MaxPool2d {
             geom,
@@ -126,47 +130,54 @@ struct MaxPool2d {
     argmax: OnceLock<Arc<Vec<u32>>>,
 }
 
-fn pool_forward<T: PoolElem>(src: &[T], g: &Geometry) -> (Vec<T>, Vec<u32>) {
-    let plane_in = g.h * g.w;
-    let plane_out = g.oh * g.ow;
-    let mut out = vec![T::from_f64(f64::NEG_INFINITY); g.n * g.c * plane_out];
-    let mut arg = vec![0u32; g.n * g.c * plane_out];
-    for p in 0..g.n * g.c {
-        let src = &src[p * plane_in..(p + 1) * plane_in];
-        let out = &mut out[p * plane_out..(p + 1) * plane_out];
-        let arg = &mut arg[p * plane_out..(p + 1) * plane_out];
-        for oy in 0..g.oh {
-            // Window rows in padded coordinates: [oy*stride, oy*stride + kernel).
-            let y0 = (oy * g.stride).saturating_sub(g.padding);
-            let y1 = (oy * g.stride + g.kernel - g.padding).min(g.h);
-            for ox in 0..g.ow {
-                let x0 = (ox * g.stride).saturating_sub(g.padding);
-                let x1 = (ox * g.stride + g.kernel - g.padding).min(g.w);
-                let mut best = T::from_f64(f64::NEG_INFINITY);
-                // Padding never fills a whole window (padding <= kernel / 2), so a real element
-                // always exists; start from the first one so that an all -inf window still
-                // points at a real element.
-                let mut best_i = y0 * g.w + x0;
+/// Max pooling of one `H x W` plane into `out` / `arg` (`OH x OW`).
+fn pool_plane<T: PoolElem>(src: &[T], g: &Geometry, out: &mut [T], arg: &mut [u32]) {
+    for oy in 0..g.oh {
+        // Window rows in padded coordinates: [oy*stride, oy*stride + kernel).
+        let y0 = (oy * g.stride).saturating_sub(g.padding);
+        let y1 = (oy * g.stride + g.kernel - g.padding).min(g.h);
+        let out = &mut out[oy * g.ow..(oy + 1) * g.ow];
+        let arg = &mut arg[oy * g.ow..(oy + 1) * g.ow];
+        for ox in 0..g.ow {
+            let x0 = (ox * g.stride).saturating_sub(g.padding);
+            let x1 = (ox * g.stride + g.kernel - g.padding).min(g.w);
+            // Padding never fills a whole window (padding <= kernel / 2), so a real element
+            // always exists; start from the first one so that an all -inf window still points
+            // at a real element. The first NaN in scan order wins, as in PyTorch.
+            let mut best_i = y0 * g.w + x0;
+            let mut best = src[best_i];
+            if !best.nan() {
                 'win: for y in y0..y1 {
-                    for x in x0..x1 {
-                        let i = y * g.w + x;
-                        let v = src[i];
-                        if v.nan() {
-                            best = v;
-                            best_i = i;
-                            break 'win;
-                        }
+                    let row = &src[y * g.w..y * g.w + x1];
+                    for (x, &v) in row.iter().enumerate().skip(x0) {
                         if v > best {
                             best = v;
-                            best_i = i;
+                            best_i = y * g.w + x;
+                        } else if v.nan() {
+                            best = v;
+                            best_i = y * g.w + x;
+                            break 'win;
                         }
                     }
                 }
-                out[oy * g.ow + ox] = best;
-                arg[oy * g.ow + ox] = best_i as u32;
             }
+            out[ox] = best;
+            arg[ox] = best_i as u32;
         }
     }
+}
+
+fn pool_forward<T: PoolElem>(src: &[T], g: &Geometry) -> (Vec<T>, Vec<u32>) {
+    let plane_in = g.h * g.w;
+    let plane_out = (g.oh * g.ow).max(1);
+    let mut out = vec![T::zero(); g.n * g.c * g.oh * g.ow];
+    let mut arg = vec![0u32; g.n * g.c * g.oh * g.ow];
+    out.par_chunks_mut(plane_out)
+        .zip(arg.par_chunks_mut(plane_out))
+        .enumerate()
+        .for_each(|(p, (out, arg))| {
+            pool_plane(&src[p * plane_in..(p + 1) * plane_in], g, out, arg)
+        });
     (out, arg)
 }
 
@@ -242,14 +253,15 @@ impl MaxPool2dBackward {
             )
         }
         let mut out = vec![T::zero(); g.n * g.c * plane_in];
-        for p in 0..g.n * g.c {
-            let dst = &mut out[p * plane_in..(p + 1) * plane_in];
-            let src = &grad[p * plane_out..(p + 1) * plane_out];
-            let idx = &self.argmax[p * plane_out..(p + 1) * plane_out];
-            for (&i, &v) in idx.iter().zip(src) {
-                dst[i as usize] += v;
-            }
-        }
+        out.par_chunks_mut(plane_in.max(1))
+            .enumerate()
+            .for_each(|(p, dst)| {
+                let src = &grad[p * plane_out..(p + 1) * plane_out];
+                let idx = &self.argmax[p * plane_out..(p + 1) * plane_out];
+                for (&i, &v) in idx.iter().zip(src) {
+                    dst[i as usize] += v;
+                }
+            });
         Ok((
             T::to_cpu_storage_owned(out),
             Shape::from((g.n, g.c, g.h, g.w)),

@@ -3,6 +3,7 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
+use super::palette::{rgb_color, ColorDepth, Rgb, OKABE_ITO};
 use super::state::{RunState, ViewOptions};
 
 /// Unicode bar partials, 1/8 to 7/8 of a cell.
@@ -213,20 +214,40 @@ pub fn pct(frac: f64) -> String {
     format!("{:.1}%", frac * 100.0)
 }
 
-/// Styles for the two kinds of terminal: with colour, and with bold/reverse only.
+/// Styles for terminals with colour (16, 256 or 24-bit: Okabe-Ito hues where more than 16
+/// colours are available) and without (bold/reverse only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Theme {
     pub color: bool,
+    pub depth: ColorDepth,
 }
+
+/// Okabe-Ito hues by role.
+const SKY: Rgb = OKABE_ITO[1];
+const ORANGE: Rgb = OKABE_ITO[0];
+const GREENISH: Rgb = OKABE_ITO[2];
+const VERMILLION: Rgb = OKABE_ITO[5];
+const GREY: Rgb = OKABE_ITO[7];
 
 impl Theme {
     pub fn new(opts: ViewOptions) -> Self {
-        Theme { color: opts.color }
+        Theme {
+            color: opts.color,
+            depth: opts.color_depth,
+        }
     }
 
-    fn fg(&self, c: Color) -> Style {
+    /// The named colour on 16-colour terminals, the RGB one (or its nearest of 256) otherwise.
+    fn pick(&self, c16: Color, rgb: Rgb) -> Color {
+        match self.depth {
+            ColorDepth::Ansi16 => c16,
+            d => rgb_color(d, rgb),
+        }
+    }
+
+    fn fg(&self, c16: Color, rgb: Rgb) -> Style {
         if self.color {
-            Style::new().fg(c)
+            Style::new().fg(self.pick(c16, rgb))
         } else {
             Style::new()
         }
@@ -237,7 +258,7 @@ impl Theme {
     }
 
     pub fn title(&self) -> Style {
-        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+        self.fg(Color::Cyan, SKY).add_modifier(Modifier::BOLD)
     }
 
     pub fn bold(&self) -> Style {
@@ -250,17 +271,24 @@ impl Theme {
         if !self.color {
             return s;
         }
-        s.fg(match state {
-            RunState::Waiting => Color::Gray,
-            RunState::Running => Color::Green,
-            RunState::Paused | RunState::Stopping => Color::Yellow,
-            RunState::Finished => Color::Cyan,
-            RunState::Failed => Color::Red,
-        })
+        let (c16, rgb) = match state {
+            RunState::Waiting => (Color::Gray, GREY),
+            RunState::Running => (Color::Green, GREENISH),
+            RunState::Paused | RunState::Stopping => (Color::Yellow, ORANGE),
+            RunState::Finished => (Color::Cyan, SKY),
+            RunState::Failed => (Color::Red, VERMILLION),
+        };
+        s.fg(self.pick(c16, rgb))
+    }
+
+    /// The active view tab.
+    pub fn tab_active(&self) -> Style {
+        self.fg(Color::Cyan, SKY)
+            .add_modifier(Modifier::BOLD | Modifier::REVERSED)
     }
 
     pub fn bar(&self) -> Style {
-        self.fg(Color::Green)
+        self.fg(Color::Green, GREENISH)
     }
 
     pub fn muted(&self) -> Style {
@@ -272,14 +300,29 @@ impl Theme {
     }
 
     pub fn warn(&self) -> Style {
-        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+        self.fg(Color::Yellow, ORANGE).add_modifier(Modifier::BOLD)
     }
 
     pub fn error(&self) -> Style {
         if self.color {
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+            self.fg(Color::Red, VERMILLION).add_modifier(Modifier::BOLD)
         } else {
             Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+        }
+    }
+
+    /// Something that got better (a rise in accuracy, a right pseudo-label): the sign or the
+    /// word says it too.
+    pub fn good(&self) -> Style {
+        self.fg(Color::Cyan, SKY)
+    }
+
+    /// Something that got worse (a drop, a wrong label): bold without colour.
+    pub fn bad(&self) -> Style {
+        if self.color {
+            self.fg(Color::Red, VERMILLION).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
         }
     }
 

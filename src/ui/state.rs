@@ -13,22 +13,220 @@ use crate::protocol::{
     ClassStats, Command, DataSizes, Event, Level, Phase, SampleNote, Stamped, Summary,
 };
 
-use super::keymap::{action_for, Action};
+use super::keymap::{Action, Keymap};
+use super::palette::ColorDepth;
+use super::thumbs::{Thumb, ThumbCache, ThumbError};
 
 /// Batch-loss points kept for the sparkline; beyond this, neighbours are averaged in pairs.
 pub const LOSS_HISTORY_MAX: usize = 4096;
-/// Log lines kept for the log pane.
-pub const LOG_LINES_MAX: usize = 500;
+/// Log lines kept for the log view.
+pub const LOG_LINES_MAX: usize = 2000;
 /// How much `+` / `-` move the pseudo-label threshold.
 pub const THRESHOLD_STEP: f32 = 0.01;
 
-/// How to draw: colour or not, Unicode glyphs or plain ASCII.
+/// Loss smoothing factors the smoothing key steps through (0 = off).
+pub const EMA_FACTORS: [f64; 6] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99];
+/// Index into [`EMA_FACTORS`] the dashboard starts with.
+pub const EMA_DEFAULT: usize = 2;
+/// Most thumbnails asked for at once (the current sample set).
+pub const THUMB_REQUEST_MAX: usize = 200;
+
+/// How to draw: colour or not (and how many), Unicode glyphs or plain ASCII.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ViewOptions {
     /// Use colours (off when `NO_COLOR` is set): without, only bold/reverse and glyphs.
     pub color: bool,
     /// Only ASCII characters (`--ascii`, or a locale that is not UTF-8).
     pub ascii: bool,
+    /// Colours the terminal has (used only when `color`).
+    pub color_depth: ColorDepth,
+}
+
+/// The dashboard's views (Tab / number keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// Progress, loss, validation, per-class accuracy, pseudo-labels, recent log.
+    #[default]
+    Overview,
+    /// Per-class table, confusion heat map, top confusions.
+    Classes,
+    /// Thumbnails of misclassified validation images and of pseudo-labels.
+    Samples,
+    /// The run's events and warnings.
+    Log,
+}
+
+impl View {
+    pub const ALL: [View; 4] = [View::Overview, View::Classes, View::Samples, View::Log];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Overview => "Overview",
+            View::Classes => "Classes",
+            View::Samples => "Samples",
+            View::Log => "Log",
+        }
+    }
+
+    fn index(self) -> usize {
+        View::ALL.iter().position(|v| *v == self).unwrap_or(0)
+    }
+
+    fn step(self, by: isize) -> View {
+        let n = View::ALL.len() as isize;
+        View::ALL[(self.index() as isize + by).rem_euclid(n) as usize]
+    }
+}
+
+/// Which part of the batch-loss history the Overview shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum History {
+    /// The whole run, averaged down to the panel's width.
+    #[default]
+    All,
+    /// The most recent points, one per column.
+    Recent,
+}
+
+/// Column the Classes table is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// Class order.
+    #[default]
+    Class,
+    Accuracy,
+    Precision,
+    F1,
+    Support,
+    /// Change of accuracy since the comparison epoch.
+    Change,
+    Name,
+}
+
+impl SortKey {
+    const ORDER: [SortKey; 7] = [
+        SortKey::Class,
+        SortKey::Accuracy,
+        SortKey::Precision,
+        SortKey::F1,
+        SortKey::Support,
+        SortKey::Change,
+        SortKey::Name,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Class => "class #",
+            SortKey::Accuracy => "acc",
+            SortKey::Precision => "prec",
+            SortKey::F1 => "F1",
+            SortKey::Support => "support",
+            SortKey::Change => "change",
+            SortKey::Name => "name",
+        }
+    }
+
+    fn next(self) -> SortKey {
+        let i = SortKey::ORDER.iter().position(|k| *k == self).unwrap_or(0);
+        SortKey::ORDER[(i + 1) % SortKey::ORDER.len()]
+    }
+}
+
+/// What the Classes view compares the latest epoch with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compare {
+    /// The epoch before.
+    #[default]
+    PrevEpoch,
+    /// The last epoch before the current phase (supervised, or the previous round).
+    PrevRound,
+}
+
+/// Which thumbnails the Samples view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleSet {
+    /// Misclassified validation images of the latest epoch.
+    #[default]
+    Mistakes,
+    /// Pseudo-labels adopted in the latest round, by class.
+    PseudoLabels,
+}
+
+/// Which log lines the Log view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFilter {
+    #[default]
+    All,
+    /// Warnings and errors.
+    Warn,
+    Error,
+}
+
+impl LogFilter {
+    pub fn admits(self, level: Level) -> bool {
+        match self {
+            LogFilter::All => true,
+            LogFilter::Warn => level >= Level::Warn,
+            LogFilter::Error => level >= Level::Error,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LogFilter::All => "all levels",
+            LogFilter::Warn => "warnings+errors",
+            LogFilter::Error => "errors only",
+        }
+    }
+}
+
+/// Where the user is in the views: kept when a new run starts in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nav {
+    pub view: View,
+    /// Index into [`EMA_FACTORS`].
+    pub ema: usize,
+    pub history: History,
+    pub sort: SortKey,
+    /// Sort descending.
+    pub sort_desc: bool,
+    pub compare: Compare,
+    /// First row of the Classes table shown.
+    pub class_scroll: usize,
+    pub samples: SampleSet,
+    /// Page of the Samples view (0-based).
+    pub sample_page: usize,
+    pub log_filter: LogFilter,
+    /// Log view: lines scrolled up from the newest (0 = follow new lines).
+    pub log_scroll: usize,
+    /// First row of the help overlay shown (when it does not fit).
+    pub help_scroll: usize,
+}
+
+impl Default for Nav {
+    fn default() -> Self {
+        Nav {
+            view: View::Overview,
+            ema: EMA_DEFAULT,
+            history: History::All,
+            sort: SortKey::Class,
+            sort_desc: false,
+            compare: Compare::PrevEpoch,
+            class_scroll: 0,
+            samples: SampleSet::Mistakes,
+            sample_page: 0,
+            log_filter: LogFilter::All,
+            log_scroll: 0,
+            help_scroll: 0,
+        }
+    }
+}
+
+impl Nav {
+    /// The loss smoothing factor in use.
+    pub fn ema_factor(&self) -> f64 {
+        EMA_FACTORS[self.ema.min(EMA_FACTORS.len() - 1)]
+    }
 }
 
 /// Everything that can change the dashboard's state.
@@ -45,6 +243,8 @@ pub enum Msg {
     /// The event stream ended without the run ending (engine or socket gone): nobody will
     /// answer commands any more, so `q` quits at once.
     StreamClosed,
+    /// Thumbnails decoded (or not) after an [`Effect::LoadThumbnails`].
+    Thumbnails(Vec<(String, Result<Thumb, ThumbError>)>),
 }
 
 /// What the caller of [`App::update`] has to do.
@@ -56,6 +256,9 @@ pub enum Effect {
     Quit,
     /// Leave the dashboard; training goes on.
     Detach,
+    /// Decode these image files into thumbnails (off the render path), then send the results
+    /// back as [`Msg::Thumbnails`].
+    LoadThumbnails(Vec<String>),
 }
 
 /// Where the run stands, as far as the dashboard knows.
@@ -339,6 +542,12 @@ pub struct LogLine {
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub opts: ViewOptions,
+    /// Keys in use.
+    pub keys: Keymap,
+    /// Current view, scroll positions, sort order...
+    pub nav: Nav,
+    /// Decoded thumbnails by path.
+    pub thumbs: ThumbCache,
     /// `None` until the first `RunStarted`.
     pub run: Option<RunHeader>,
     pub state: RunState,
@@ -384,9 +593,18 @@ impl Default for App {
 }
 
 impl App {
+    /// A dashboard with the default keys.
     pub fn new(opts: ViewOptions) -> Self {
+        App::with_keys(opts, Keymap::default())
+    }
+
+    /// A dashboard with the given keys (from a validated [`super::KeyConfig`]).
+    pub fn with_keys(opts: ViewOptions, keys: Keymap) -> Self {
         App {
             opts,
+            keys,
+            nav: Nav::default(),
+            thumbs: ThumbCache::default(),
             run: None,
             state: RunState::Waiting,
             epoch: None,
@@ -414,9 +632,9 @@ impl App {
 
     /// Fold a message into the state; returns what the caller has to do.
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
-        match msg {
+        let mut effects = match msg {
             Msg::Event(stamped) => self.on_event(stamped),
-            Msg::Key(key) => match action_for(&key) {
+            Msg::Key(key) => match self.keys.action(&key) {
                 Some(action) => self.on_action(action),
                 None => Vec::new(),
             },
@@ -433,7 +651,27 @@ impl App {
                     Vec::new()
                 }
             }
+            Msg::Thumbnails(results) => {
+                for (path, result) in results {
+                    self.thumbs.insert(path, result);
+                }
+                Vec::new()
+            }
+        };
+        if self.nav.view == View::Samples {
+            let paths: Vec<String> = self
+                .samples_shown()
+                .notes
+                .iter()
+                .take(THUMB_REQUEST_MAX)
+                .map(|n| n.path.clone())
+                .collect();
+            let new = self.thumbs.request(paths.iter().map(String::as_str));
+            if !new.is_empty() {
+                effects.push(Effect::LoadThumbnails(new));
+            }
         }
+        effects
     }
 
     /// Convenience: fold events in order (effects are dropped: folding events only ever
@@ -565,6 +803,184 @@ impl App {
         Some(current + epochs_left * per_epoch + rounds_left * per_round)
     }
 
+    /// The terminal size to lay out for (80x24 until the first `Msg::Resize`).
+    pub fn term_size(&self) -> (u16, u16) {
+        self.size.unwrap_or((80, 24))
+    }
+
+    /// The loss series the Overview plots: the batch losses smoothed with the EMA factor in
+    /// use, then the whole run averaged down to `width` points ([`History::All`]) or the last
+    /// `width` points ([`History::Recent`]).
+    pub fn loss_series(&self, width: usize) -> Vec<f64> {
+        let raw: Vec<f64> = self
+            .losses
+            .points()
+            .iter()
+            .map(|p| f64::from(p.loss))
+            .collect();
+        let smoothed = ema(&raw, self.nav.ema_factor());
+        match self.nav.history {
+            History::All => super::glyphs::downsample(&smoothed, width),
+            History::Recent => smoothed[smoothed.len().saturating_sub(width)..].to_vec(),
+        }
+    }
+
+    /// The epoch the Classes view compares the latest with (see [`Compare`]).
+    pub fn compare_base(&self) -> Option<&EpochRecord> {
+        let latest = self.epochs.last()?;
+        match self.nav.compare {
+            Compare::PrevEpoch => self.epochs.iter().rev().nth(1),
+            Compare::PrevRound => {
+                let r = phase_round(latest.phase);
+                self.epochs.iter().rev().find(|e| phase_round(e.phase) < r)
+            }
+        }
+    }
+
+    /// Rows of the Classes table for the latest epoch, sorted as asked.
+    pub fn class_rows(&self) -> Vec<ClassRow> {
+        let Some(e) = self.epochs.last() else {
+            return Vec::new();
+        };
+        let base = self.compare_base();
+        let mut rows: Vec<ClassRow> = e
+            .per_class
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClassRow {
+                index: i,
+                name: c.name.clone(),
+                support: c.support,
+                accuracy: c.accuracy(),
+                precision: c.precision(),
+                recall: c.recall(),
+                f1: c.f1(),
+                change: base
+                    .and_then(|b| b.per_class.get(i))
+                    .map(|b| c.accuracy() - b.accuracy()),
+            })
+            .collect();
+        let key = |r: &ClassRow| -> f64 {
+            match self.nav.sort {
+                SortKey::Class | SortKey::Name => r.index as f64,
+                SortKey::Accuracy => r.accuracy,
+                SortKey::Precision => r.precision,
+                SortKey::F1 => r.f1,
+                SortKey::Support => r.support as f64,
+                SortKey::Change => r.change.unwrap_or(f64::NEG_INFINITY),
+            }
+        };
+        if self.nav.sort == SortKey::Name {
+            rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.index.cmp(&b.index)));
+        } else {
+            rows.sort_by(|a, b| key(a).total_cmp(&key(b)).then(a.index.cmp(&b.index)));
+        }
+        if self.nav.sort_desc {
+            rows.reverse();
+        }
+        rows
+    }
+
+    /// The largest off-diagonal cells of the latest confusion matrix, largest first, with the
+    /// change since the comparison epoch.
+    pub fn top_confusions(&self, n: usize) -> Vec<ConfusionCell> {
+        let Some(e) = self.epochs.last() else {
+            return Vec::new();
+        };
+        let base = self.compare_base();
+        let mut cells: Vec<ConfusionCell> = e
+            .confusion
+            .iter()
+            .enumerate()
+            .flat_map(|(t, row)| {
+                row.iter()
+                    .enumerate()
+                    .filter_map(move |(p, &count)| (t != p && count > 0).then_some((t, p, count)))
+            })
+            .map(|(t, p, count)| ConfusionCell {
+                truth: t,
+                predicted: p,
+                count,
+                change: base
+                    .and_then(|b| b.confusion.get(t))
+                    .and_then(|row| row.get(p))
+                    .map(|&old| count as i64 - old as i64),
+            })
+            .collect();
+        cells.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.truth.cmp(&b.truth))
+                .then(a.predicted.cmp(&b.predicted))
+        });
+        cells.truncate(n);
+        cells
+    }
+
+    /// Name of class `i` (`#i` when unknown).
+    pub fn class_name(&self, i: usize) -> String {
+        self.run
+            .as_ref()
+            .and_then(|r| r.classes.get(i))
+            .cloned()
+            .or_else(|| {
+                self.epochs
+                    .last()
+                    .and_then(|e| e.per_class.get(i))
+                    .map(|c| c.name.clone())
+            })
+            .unwrap_or_else(|| format!("#{i}"))
+    }
+
+    /// The notes the Samples view shows: the latest epoch's mistakes (as sent: most confident
+    /// first), or the latest round's pseudo-labels by class, most confident first.
+    pub fn samples_shown(&self) -> SamplesShown<'_> {
+        match self.nav.samples {
+            SampleSet::Mistakes => {
+                match self.epochs.iter().rev().find(|e| !e.mistakes.is_empty()) {
+                    Some(e) => SamplesShown {
+                        set: SampleSet::Mistakes,
+                        origin: Some(e.epoch),
+                        notes: e.mistakes.iter().collect(),
+                    },
+                    None => SamplesShown {
+                        set: SampleSet::Mistakes,
+                        origin: self.epochs.last().map(|e| e.epoch),
+                        notes: Vec::new(),
+                    },
+                }
+            }
+            SampleSet::PseudoLabels => {
+                let round = self
+                    .rounds
+                    .iter()
+                    .rev()
+                    .find(|r| r.is_finished() && !r.samples.is_empty())
+                    .or_else(|| self.rounds.iter().rev().find(|r| r.is_finished()));
+                let mut notes: Vec<&SampleNote> =
+                    round.map_or(Vec::new(), |r| r.samples.iter().collect());
+                notes.sort_by(|a, b| {
+                    a.label
+                        .cmp(&b.label)
+                        .then(b.confidence.total_cmp(&a.confidence))
+                });
+                SamplesShown {
+                    set: SampleSet::PseudoLabels,
+                    origin: round.map(|r| r.round),
+                    notes,
+                }
+            }
+        }
+    }
+
+    /// Log lines the Log view's filter lets through, oldest first.
+    pub fn filtered_logs(&self) -> Vec<&LogLine> {
+        self.logs
+            .iter()
+            .filter(|l| self.nav.log_filter.admits(l.level))
+            .collect()
+    }
+
     // ----- events ---------------------------------------------------------------------------
 
     fn log(&mut self, at_ms: u64, level: Level, message: impl Into<String>) {
@@ -607,14 +1023,25 @@ impl App {
                     _ => (at, u32::from(resumed)),
                 };
                 if !continuing {
-                    // A new run in this stream (or the first): start from scratch.
+                    // A new run in this stream (or the first): start from scratch, keeping
+                    // what belongs to the terminal and the user (keys, view, thumbnails).
                     let keep = (self.opts, self.help, self.quit_when_ended, self.size);
+                    let keys = std::mem::take(&mut self.keys);
+                    let thumbs = std::mem::take(&mut self.thumbs);
+                    let nav = self.nav;
                     let last_seq = self.last_seq;
-                    *self = App::new(keep.0);
+                    *self = App::with_keys(keep.0, keys);
                     self.help = keep.1;
                     self.quit_when_ended = keep.2;
                     self.size = keep.3;
                     self.last_seq = last_seq;
+                    self.thumbs = thumbs;
+                    self.nav = Nav {
+                        class_scroll: 0,
+                        sample_page: 0,
+                        log_scroll: 0,
+                        ..nav
+                    };
                 }
                 self.run = Some(RunHeader {
                     run_id,
@@ -645,6 +1072,12 @@ impl App {
                 self.resume_pending = resumed;
                 if resumed {
                     self.log(at, Level::Info, "run resumed from checkpoint");
+                } else if let Some(r) = &self.run {
+                    let msg = format!(
+                        "run {} started: {}, {} on {}",
+                        r.run_id, r.task, r.model, r.device
+                    );
+                    self.log(at, Level::Info, msg);
                 }
             }
             Event::EpochStarted {
@@ -718,6 +1151,15 @@ impl App {
                     }
                     _ => 0,
                 };
+                self.log(
+                    at,
+                    Level::Info,
+                    format!(
+                        "epoch {epoch} done: val acc {:.1}%, val loss {val_loss:.3}, \
+                         train loss {train_loss:.3} (train {train_seconds:.0}s, val {val_seconds:.0}s)",
+                        val_acc * 100.0
+                    ),
+                );
                 self.epochs.retain(|e| e.epoch < epoch);
                 self.epochs.push(EpochRecord {
                     epoch,
@@ -740,6 +1182,11 @@ impl App {
                 threshold,
             } => {
                 self.resume_pending = false;
+                self.log(
+                    at,
+                    Level::Info,
+                    format!("round {round}: predicting {pool} images (threshold {threshold:.2})"),
+                );
                 self.rounds.retain(|r| r.round < round);
                 self.rounds.push(RoundRecord {
                     round,
@@ -792,6 +1239,13 @@ impl App {
                         self.rounds.len() - 1
                     }
                 };
+                let prec =
+                    precision.map_or(String::new(), |p| format!(", precision {:.1}%", p * 100.0));
+                self.log(
+                    at,
+                    Level::Info,
+                    format!("round {round}: {added} new pseudo-labels, {total} in use{prec}"),
+                );
                 if let Some(r) = self.rounds.get_mut(idx) {
                     r.finished_at_ms = Some(at);
                     r.added = added;
@@ -806,7 +1260,12 @@ impl App {
                 }
                 self.set_threshold(threshold);
             }
-            Event::Paused { .. } => {
+            Event::Paused { epoch, step } => {
+                self.log(
+                    at,
+                    Level::Info,
+                    format!("paused at epoch {epoch}, batch {step}"),
+                );
                 if self.state == RunState::Running || self.state == RunState::Waiting {
                     self.state = RunState::Paused;
                 }
@@ -815,6 +1274,7 @@ impl App {
                 }
             }
             Event::Resumed => {
+                self.log(at, Level::Info, "resumed");
                 if self.state == RunState::Paused {
                     self.state = RunState::Running;
                 }
@@ -824,8 +1284,14 @@ impl App {
                     }
                 }
             }
-            Event::ThresholdChanged { value } => self.set_threshold(value),
-            Event::LearningRateChanged { value } => self.learning_rate = Some(value),
+            Event::ThresholdChanged { value } => {
+                self.log(at, Level::Info, format!("threshold set to {value:.2}"));
+                self.set_threshold(value);
+            }
+            Event::LearningRateChanged { value } => {
+                self.log(at, Level::Info, format!("learning rate set to {value:e}"));
+                self.learning_rate = Some(value);
+            }
             Event::CheckpointSaved { path, epoch, step } => {
                 self.log(at, Level::Info, format!("checkpoint saved: {path}"));
                 self.last_checkpoint = Some((path, epoch, step));
@@ -923,6 +1389,168 @@ impl App {
             }
             Action::ThresholdUp => self.step_threshold(THRESHOLD_STEP),
             Action::ThresholdDown => self.step_threshold(-THRESHOLD_STEP),
+            Action::NextView => self.show(self.nav.view.step(1)),
+            Action::PrevView => self.show(self.nav.view.step(-1)),
+            Action::ShowOverview => self.show(View::Overview),
+            Action::ShowClasses => self.show(View::Classes),
+            Action::ShowSamples => self.show(View::Samples),
+            Action::ShowLog => self.show(View::Log),
+            Action::Smoothing => {
+                self.nav.ema = (self.nav.ema + 1) % EMA_FACTORS.len();
+                let a = self.nav.ema_factor();
+                self.notice = Some(if a == 0.0 {
+                    "loss smoothing off".into()
+                } else {
+                    format!("loss smoothing: EMA {a:.2}")
+                });
+                Vec::new()
+            }
+            Action::History => {
+                self.nav.history = match self.nav.history {
+                    History::All => History::Recent,
+                    History::Recent => History::All,
+                };
+                self.notice = Some(match self.nav.history {
+                    History::All => "loss: whole run".into(),
+                    History::Recent => "loss: recent batches".into(),
+                });
+                Vec::new()
+            }
+            Action::Sort => {
+                self.nav.sort = self.nav.sort.next();
+                self.nav.class_scroll = 0;
+                self.notice = Some(format!("classes sorted by {}", self.nav.sort.label()));
+                Vec::new()
+            }
+            Action::SortReverse => {
+                self.nav.sort_desc = !self.nav.sort_desc;
+                self.nav.class_scroll = 0;
+                self.notice = Some(format!(
+                    "classes sorted by {}, {}",
+                    self.nav.sort.label(),
+                    if self.nav.sort_desc {
+                        "descending"
+                    } else {
+                        "ascending"
+                    }
+                ));
+                Vec::new()
+            }
+            Action::Compare => {
+                self.nav.compare = match self.nav.compare {
+                    Compare::PrevEpoch => Compare::PrevRound,
+                    Compare::PrevRound => Compare::PrevEpoch,
+                };
+                self.notice = Some(match self.nav.compare {
+                    Compare::PrevEpoch => "changes since the previous epoch".into(),
+                    Compare::PrevRound => "changes since the previous round".into(),
+                });
+                Vec::new()
+            }
+            Action::SampleSet => {
+                self.nav.samples = match self.nav.samples {
+                    SampleSet::Mistakes => SampleSet::PseudoLabels,
+                    SampleSet::PseudoLabels => SampleSet::Mistakes,
+                };
+                self.nav.sample_page = 0;
+                self.notice = Some(match self.nav.samples {
+                    SampleSet::Mistakes => "samples: misclassified validation images".into(),
+                    SampleSet::PseudoLabels => "samples: pseudo-labels".into(),
+                });
+                Vec::new()
+            }
+            Action::LogLevel => {
+                self.nav.log_filter = match self.nav.log_filter {
+                    LogFilter::All => LogFilter::Warn,
+                    LogFilter::Warn => LogFilter::Error,
+                    LogFilter::Error => LogFilter::All,
+                };
+                self.nav.log_scroll = 0;
+                self.notice = Some(format!("log: {}", self.nav.log_filter.label()));
+                Vec::new()
+            }
+            Action::Up
+            | Action::Down
+            | Action::Left
+            | Action::Right
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Home
+            | Action::End => {
+                self.scroll(action);
+                Vec::new()
+            }
+        }
+    }
+
+    fn show(&mut self, view: View) -> Vec<Effect> {
+        self.nav.view = view;
+        Vec::new()
+    }
+
+    /// Arrow, page, Home and End keys: they move whatever the current view (or the help)
+    /// shows. Positions are clamped to what the current terminal size can show.
+    fn scroll(&mut self, action: Action) {
+        let (w, h) = self.term_size();
+        let main = super::view::main_area(ratatui::layout::Rect::new(0, 0, w, h));
+        // Signed step: negative = towards the start.
+        let page = i64::from(main.height.saturating_sub(3).max(1));
+        let step = |a: Action, page: i64| -> Option<i64> {
+            match a {
+                Action::Up | Action::Left => Some(-1),
+                Action::Down | Action::Right => Some(1),
+                Action::PageUp => Some(-page),
+                Action::PageDown => Some(page),
+                _ => None,
+            }
+        };
+        let moved = |pos: usize, max: usize, a: Action, page: i64| -> usize {
+            match a {
+                Action::Home => 0,
+                Action::End => max,
+                _ => {
+                    let d = step(a, page).unwrap_or(0);
+                    (pos as i64 + d).clamp(0, max as i64) as usize
+                }
+            }
+        };
+        if self.help {
+            let max = super::view::help_scroll_max(w, h, self);
+            self.nav.help_scroll = moved(self.nav.help_scroll, max, action, page);
+            return;
+        }
+        match self.nav.view {
+            View::Overview => {}
+            View::Classes => {
+                let n = self.epochs.last().map_or(0, |e| e.per_class.len());
+                let max = super::classes::table_scroll_max(main, self, n);
+                self.nav.class_scroll = moved(self.nav.class_scroll, max, action, page);
+            }
+            View::Samples => {
+                let per = super::samples::per_page(main).max(1);
+                let n = self.samples_shown().notes.len();
+                let pages = n.div_ceil(per).max(1);
+                // Every key pages here: up/left back, down/right forward.
+                self.nav.sample_page = moved(self.nav.sample_page, pages - 1, action, 1);
+            }
+            View::Log => {
+                // Scrolled up from the bottom: Up goes back in time.
+                let total = super::logview::wrapped_len(self, main.width);
+                let visible = usize::from(main.height.saturating_sub(1));
+                let max = total.saturating_sub(visible);
+                let inverted = match action {
+                    Action::Home => Action::End,
+                    Action::End => Action::Home,
+                    Action::Up => Action::Down,
+                    Action::Down => Action::Up,
+                    Action::Left => Action::Right,
+                    Action::Right => Action::Left,
+                    Action::PageUp => Action::PageDown,
+                    Action::PageDown => Action::PageUp,
+                    a => a,
+                };
+                self.nav.log_scroll = moved(self.nav.log_scroll, max, inverted, page);
+            }
         }
     }
 
@@ -993,6 +1621,70 @@ impl App {
         }
         effects
     }
+}
+
+/// One row of the Classes table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassRow {
+    pub index: usize,
+    pub name: String,
+    pub support: u64,
+    /// Accuracy of the class, which is its recall.
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Accuracy now minus accuracy in the comparison epoch.
+    pub change: Option<f64>,
+}
+
+/// An off-diagonal cell of the confusion matrix: `count` images of class `truth` predicted as
+/// `predicted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfusionCell {
+    pub truth: usize,
+    pub predicted: usize,
+    pub count: u64,
+    /// Count now minus count in the comparison epoch.
+    pub change: Option<i64>,
+}
+
+/// What the Samples view shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplesShown<'a> {
+    pub set: SampleSet,
+    /// The epoch (mistakes) or round (pseudo-labels) they come from.
+    pub origin: Option<u32>,
+    pub notes: Vec<&'a SampleNote>,
+}
+
+/// The round an epoch's phase belongs to (0 = supervised).
+pub fn phase_round(phase: Phase) -> u32 {
+    match phase {
+        Phase::Supervised => 0,
+        Phase::SelfTraining { round } => round,
+    }
+}
+
+/// Exponential moving average: `s[0] = x[0]`, `s[i] = a s[i-1] + (1 - a) x[i]`.
+pub fn ema(values: &[f64], a: f64) -> Vec<f64> {
+    let a = if a.is_finite() {
+        a.clamp(0.0, 0.999)
+    } else {
+        0.0
+    };
+    let mut out = Vec::with_capacity(values.len());
+    let mut s: Option<f64> = None;
+    for &v in values {
+        let next = match s {
+            Some(prev) if v.is_finite() => a * prev + (1.0 - a) * v,
+            Some(prev) => prev,
+            None => v,
+        };
+        s = Some(next);
+        out.push(next);
+    }
+    out
 }
 
 /// Round to hundredths and clamp to (0, 1]: the smallest threshold is 0.01.

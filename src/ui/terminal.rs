@@ -1,14 +1,16 @@
 //! Terminal set-up and restore, the panic hook, and the dashboard's async run loop.
 //!
-//! The loop redraws only when something changed (an event, a key, a resize), at most `fps`
-//! times a second: a burst of events is folded completely, then drawn once. When the terminal
-//! goes away (SIGHUP, a read or write error) the loop returns [`DashboardExit::TerminalLost`]
-//! and nothing more is written to the terminal.
+//! The loop redraws only when something changed (an event, a key, a resize, a decoded
+//! thumbnail), at most `fps` times a second: a burst of events is folded completely, then drawn
+//! once. When the terminal goes away (SIGHUP, a read or write error) the loop returns
+//! [`DashboardExit::TerminalLost`] and nothing more is written to the terminal. Bytes written
+//! to the terminal and frames drawn are counted in [`DashboardStats`] (for the bandwidth
+//! benchmark, and logged at exit).
 
 use std::future::Future;
 use std::io::{self, Write};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -25,16 +27,116 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::protocol::{Command, Stamped};
 
+use super::keymap::KeyConfig;
+use super::palette::{detect_color_depth, ColorDepth};
 use super::state::{App, Effect, Msg, ViewOptions};
+use super::thumbs;
 use super::view;
 
 /// How the dashboard runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct DashboardOptions {
     /// Most redraws per second (0 counts as 1).
     pub fps: u32,
     pub color: bool,
     pub ascii: bool,
+    /// Colours the terminal has (see [`detect_options`]).
+    pub color_depth: ColorDepth,
+    /// Keys (the `[keys]` table of the config); validated again when the dashboard starts.
+    pub keys: KeyConfig,
+    /// Counters the caller can read while and after the dashboard runs.
+    pub stats: DashboardStats,
+}
+
+impl DashboardOptions {
+    /// Options from detected [`ViewOptions`], a frame-rate cap and keys.
+    pub fn new(view: ViewOptions, fps: u32, keys: KeyConfig) -> Self {
+        DashboardOptions {
+            fps,
+            color: view.color,
+            ascii: view.ascii,
+            color_depth: view.color_depth,
+            keys,
+            stats: DashboardStats::default(),
+        }
+    }
+
+    /// The drawing options.
+    pub fn view(&self) -> ViewOptions {
+        ViewOptions {
+            color: self.color,
+            ascii: self.ascii,
+            color_depth: self.color_depth,
+        }
+    }
+}
+
+/// What the dashboard sent to the terminal; clones share the counters.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardStats {
+    inner: Arc<StatsInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    bytes: AtomicU64,
+    frames: AtomicU64,
+    events: AtomicU64,
+}
+
+impl DashboardStats {
+    /// Bytes written to the terminal (escape codes included), set-up and restore included.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Frames drawn.
+    pub fn frames(&self) -> u64 {
+        self.inner.frames.load(Ordering::Relaxed)
+    }
+
+    /// Run events folded (replayed and live).
+    pub fn events(&self) -> u64 {
+        self.inner.events.load(Ordering::Relaxed)
+    }
+
+    fn add_bytes(&self, n: usize) {
+        self.inner.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn add_frame(&self) {
+        self.inner.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add_events(&self, n: u64) {
+        self.inner.events.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A writer that counts the bytes it passes on (to measure what a dashboard costs on a slow
+/// link).
+#[derive(Debug)]
+pub struct CountingWriter<W> {
+    inner: W,
+    stats: DashboardStats,
+}
+
+impl<W: Write> CountingWriter<W> {
+    pub fn new(inner: W, stats: DashboardStats) -> Self {
+        CountingWriter { inner, stats }
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.stats.add_bytes(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Why the dashboard ended.
@@ -57,7 +159,7 @@ static HOOK: Once = Once::new();
 
 /// View options from the environment: colour off when `NO_COLOR` is set (non-empty), ASCII
 /// when `--ascii` was given or the locale (`LC_ALL`, `LC_CTYPE`, `LANG`, first set wins) is not
-/// UTF-8.
+/// UTF-8; colour depth from `COLORTERM` and `TERM` ([`detect_color_depth`]).
 pub fn detect_options(no_color_env: bool, ascii_flag: bool) -> ViewOptions {
     let var = |k: &str| std::env::var(k).ok();
     let utf8 = locale_is_utf8(
@@ -68,6 +170,7 @@ pub fn detect_options(no_color_env: bool, ascii_flag: bool) -> ViewOptions {
     ViewOptions {
         color: !no_color_env,
         ascii: ascii_flag || !utf8,
+        color_depth: detect_color_depth(var("COLORTERM").as_deref(), var("TERM").as_deref()),
     }
 }
 
@@ -106,15 +209,18 @@ pub fn install_panic_hook() {
 
 /// Stdout that goes quiet once the terminal is known to be gone: writes after that (e.g. the
 /// cursor restore in `Terminal`'s drop) are swallowed instead of sent to a dead terminal.
+/// Bytes that reach the terminal are counted in the stats.
 #[derive(Debug, Clone)]
 pub struct TtyOut {
     dead: Arc<AtomicBool>,
+    stats: DashboardStats,
 }
 
 impl TtyOut {
-    fn new() -> Self {
+    fn new(stats: DashboardStats) -> Self {
         TtyOut {
             dead: Arc::new(AtomicBool::new(false)),
+            stats,
         }
     }
 
@@ -132,7 +238,9 @@ impl Write for TtyOut {
         if self.is_dead() {
             return Ok(buf.len());
         }
-        io::stdout().write(buf).inspect_err(|_| self.kill())
+        let n = io::stdout().write(buf).inspect_err(|_| self.kill())?;
+        self.stats.add_bytes(n);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -188,24 +296,32 @@ impl Drop for Session {
 ///
 /// `replay`: events already emitted (folded before the first draw). `events`: live events.
 /// `commands`: where key presses go. SIGHUP is caught from here on (the process no longer dies
-/// of it): training goes on when the terminal goes away.
+/// of it): training goes on when the terminal goes away. An invalid `opts.keys` is an
+/// `InvalidInput` error (before the terminal is touched). `opts.stats` counts what was written;
+/// the totals are also logged (tracing, info) at exit.
 pub async fn run_dashboard(
     replay: Vec<Stamped>,
     mut events: mpsc::Receiver<Stamped>,
     commands: mpsc::UnboundedSender<Command>,
     opts: DashboardOptions,
 ) -> io::Result<DashboardExit> {
-    let mut app = App::new(ViewOptions {
-        color: opts.color,
-        ascii: opts.ascii,
-    });
+    let keys = opts
+        .keys
+        .keymap()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut app = App::with_keys(opts.view(), keys);
+    let stats = opts.stats.clone();
+    stats.add_events(replay.len() as u64);
     for ev in replay {
         app.update(Msg::Event(ev));
     }
     let lost = hangup()?;
-    let out = TtyOut::new();
+    let out = TtyOut::new(stats.clone());
     let mut terminal = enter(&out)?;
     let session = Session { out: out.clone() };
+    if let Ok(size) = terminal.size() {
+        app.update(Msg::Resize(size.width, size.height));
+    }
     let mut input = EventStream::new();
     let exit = run_loop(
         &mut terminal,
@@ -215,6 +331,7 @@ pub async fn run_dashboard(
         &mut events,
         &commands,
         opts.fps,
+        &stats,
     )
     .await;
     if exit == DashboardExit::TerminalLost {
@@ -222,6 +339,12 @@ pub async fn run_dashboard(
     }
     drop(session);
     drop(terminal);
+    tracing::info!(
+        bytes = stats.bytes_written(),
+        frames = stats.frames(),
+        events = stats.events(),
+        "dashboard closed ({exit:?})"
+    );
     Ok(exit)
 }
 
@@ -251,6 +374,7 @@ where
 
 /// The loop proper, over any backend and any stream of terminal events (tests drive it with
 /// `TestBackend` and a channel). `lost` resolving means the terminal is gone.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_loop<B, S, L>(
     terminal: &mut Terminal<B>,
     app: &mut App,
@@ -259,6 +383,7 @@ pub(crate) async fn run_loop<B, S, L>(
     events: &mut mpsc::Receiver<Stamped>,
     commands: &mpsc::UnboundedSender<Command>,
     fps: u32,
+    stats: &DashboardStats,
 ) -> DashboardExit
 where
     B: Backend,
@@ -269,12 +394,15 @@ where
     let mut dirty = true;
     let mut next_draw = Instant::now();
     let mut events_open = true;
+    // Decoded thumbnails come back here.
+    let (thumb_tx, mut thumb_rx) = mpsc::unbounded_channel::<Msg>();
     tokio::pin!(lost);
     loop {
         if dirty && Instant::now() >= next_draw {
             if terminal.draw(|f| view::draw(f, app)).is_err() {
                 return DashboardExit::TerminalLost;
             }
+            stats.add_frame();
             dirty = false;
             next_draw = Instant::now() + interval;
         }
@@ -285,13 +413,18 @@ where
                 match ev {
                     Some(ev) => {
                         effects.extend(app.update(Msg::Event(ev)));
+                        let mut n = 1;
                         // Fold the whole burst, then draw once.
                         for _ in 0..MAX_BURST {
                             match events.try_recv() {
-                                Ok(ev) => effects.extend(app.update(Msg::Event(ev))),
+                                Ok(ev) => {
+                                    effects.extend(app.update(Msg::Event(ev)));
+                                    n += 1;
+                                }
                                 Err(_) => break,
                             }
                         }
+                        stats.add_events(n);
                     }
                     None => {
                         events_open = false;
@@ -312,6 +445,10 @@ where
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return DashboardExit::TerminalLost,
             },
+            Some(msg) = thumb_rx.recv() => {
+                effects.extend(app.update(msg));
+                dirty = true;
+            }
             () = sleep_until(next_draw), if dirty => {}
         }
         for effect in effects {
@@ -323,6 +460,12 @@ where
                 }
                 Effect::Quit => return DashboardExit::Quit,
                 Effect::Detach => return DashboardExit::Detached,
+                Effect::LoadThumbnails(paths) => {
+                    let tx = thumb_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send(Msg::Thumbnails(thumbs::load_all(&paths)));
+                    });
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ use ratatui::buffer::Buffer;
 use ratatui::Terminal;
 
 use crate::protocol::{
-    ClassStats, DataSizes, Event, Level, Phase, Stamped, Summary, PROTOCOL_VERSION,
+    ClassStats, DataSizes, Event, Level, Phase, SampleNote, Stamped, Summary, PROTOCOL_VERSION,
 };
 
 use super::state::{App, Msg, ViewOptions};
@@ -18,6 +18,77 @@ pub const RUN_ID: &str = "20250301-fmnist5-a7";
 const SUPPORT: u64 = 200;
 const BATCHES: u32 = 94;
 const BATCH_SIZE: usize = 64;
+
+/// The first files of each class in the bundled `data/fashion-target` (class order as
+/// [`CLASSES`]): two validation images and three training images per class.
+const VAL_FILES: [[&str; 2]; 5] = [
+    ["00019", "00027"],
+    ["00002", "00003"],
+    ["00001", "00016"],
+    ["00013", "00029"],
+    ["00006", "00010"],
+];
+const TRAIN_FILES: [[&str; 3]; 5] = [
+    ["00001", "00002", "00004"],
+    ["00016", "00021", "00038"],
+    ["00005", "00007", "00027"],
+    ["00003", "00020", "00025"],
+    ["00019", "00022", "00024"],
+];
+/// A validation image that does not exist (the dashboard must say so, not crash).
+pub const MISSING_IMAGE: &str = "data/fashion-target/val/Coat/99999.png";
+
+/// Misclassified validation images for an epoch: for each class, one mistaken for the next
+/// class and one for the previous (as in [`confusion`]), most confident first; then one whose
+/// file is missing. Paths are relative to the repository root (the tests' working directory).
+pub fn mistakes(epoch: u32) -> Vec<SampleNote> {
+    let mut v = Vec::new();
+    for (i, files) in VAL_FILES.iter().enumerate() {
+        for (k, f) in files.iter().enumerate() {
+            let pred = if k == 0 { (i + 1) % 5 } else { (i + 4) % 5 };
+            v.push(SampleNote {
+                path: format!("data/fashion-target/val/{}/{f}.png", CLASSES[i]),
+                label: pred,
+                confidence: 0.0,
+                truth: Some(i),
+            });
+        }
+    }
+    let n = v.len();
+    for (j, note) in v.iter_mut().enumerate() {
+        note.confidence = 0.97 - 0.04 * j as f32 - 0.01 * epoch as f32;
+    }
+    v.push(SampleNote {
+        path: MISSING_IMAGE.into(),
+        label: 2,
+        confidence: 0.97 - 0.04 * n as f32,
+        truth: Some(4),
+    });
+    v
+}
+
+/// Pseudo-labels adopted in a round: three training images per class; one of Pullover's is
+/// really a Coat; one of Dress's true label is unknown.
+pub fn pseudo_samples() -> Vec<SampleNote> {
+    let mut v = Vec::new();
+    for (i, files) in TRAIN_FILES.iter().enumerate() {
+        for (k, f) in files.iter().enumerate() {
+            // A Coat (train/Coat/00028.png) labelled Pullover.
+            let (dir, f, truth) = match (i, k) {
+                (2, 2) => (4, "00028", Some(4)),
+                (3, 2) => (3, *f, None),
+                _ => (i, *f, Some(i)),
+            };
+            v.push(SampleNote {
+                path: format!("data/fashion-target/train/{}/{f}.png", CLASSES[dir]),
+                label: i,
+                confidence: 0.99 - 0.015 * k as f32,
+                truth,
+            });
+        }
+    }
+    v
+}
 
 /// Appends events with increasing `seq` and a clock that moves forward.
 pub struct Script {
@@ -131,7 +202,7 @@ impl Script {
                 confusion,
                 train_seconds: 70.0,
                 val_seconds: 1.2,
-                mistakes: Vec::new(),
+                mistakes: mistakes(epoch),
             },
         )
     }
@@ -168,7 +239,7 @@ impl Script {
                 threshold: 0.95,
                 confidence_hist: vec![10, 40, 90, 200, 400, 700, 1100, 1900, 3800, 11760],
                 csv: format!("runs/{RUN_ID}/pseudo_labels/round-{round:02}.csv"),
-                samples: Vec::new(),
+                samples: pseudo_samples(),
             },
         )
     }

@@ -6,20 +6,22 @@ use ratatui::style::Color;
 
 use crate::protocol::{Command, Event, Level, Phase};
 
-use super::keymap::HELP;
+use super::palette::ColorDepth;
 use super::state::{App, Effect, Msg, RunState, ViewOptions, LOG_LINES_MAX, LOSS_HISTORY_MAX};
 use super::test_support::{
     app_from, finished, paused, render, running, text, Script, CLASSES, RUN_ID,
 };
 use super::view::STOP_PROMPT;
 
-const FANCY: ViewOptions = ViewOptions {
+pub(crate) const FANCY: ViewOptions = ViewOptions {
     color: true,
     ascii: false,
+    color_depth: ColorDepth::TrueColor,
 };
-const PLAIN: ViewOptions = ViewOptions {
+pub(crate) const PLAIN: ViewOptions = ViewOptions {
     color: false,
     ascii: true,
+    color_depth: ColorDepth::Ansi16,
 };
 
 fn key(c: char) -> Msg {
@@ -266,13 +268,14 @@ fn help_overlay_lists_every_key() {
     app.update(key('?'));
     assert!(app.help);
     let s = screen(&app, 80, 24);
-    for (k, what) in HELP {
+    let rows = app.keys.help_rows();
+    for (k, what) in &rows {
         let row = row_with(&s, what).unwrap_or_else(|| panic!("{what} missing: {s}"));
-        assert!(row.contains(k), "{k}: {s}");
+        assert!(row.contains(k.as_str()), "{k}: {s}");
     }
     app.update(key('?'));
     assert!(!app.help);
-    assert!(!screen(&app, 80, 24).contains(HELP[0].1));
+    assert!(!screen(&app, 80, 24).contains(rows[0].1));
 }
 
 #[test]
@@ -286,11 +289,11 @@ fn stop_prompt_is_shown_after_q() {
     );
 }
 
-#[test]
-fn many_classes_fit_at_80x24() {
+/// A run with ten classes and one finished epoch.
+pub(crate) fn ten_classes(opts: ViewOptions) -> App {
     let mut s = Script::new();
     s.run_started(false);
-    let mut app = app_from(&s.events, FANCY);
+    let mut app = app_from(&s.events, opts);
     // Ten classes, one epoch finished.
     let names: Vec<String> = (0..10).map(|i| format!("class_{i}")).collect();
     if let Some(run) = app.run.as_mut() {
@@ -322,6 +325,12 @@ fn many_classes_fit_at_80x24() {
             mistakes: vec![],
         },
     }));
+    app
+}
+
+#[test]
+fn many_classes_fit_at_80x24() {
+    let app = ten_classes(FANCY);
     let scr = screen(&app, 80, 24);
     assert!(scr.contains("class_0") && scr.contains("class_9"), "{scr}");
     assert!(screen(&app, 160, 48).contains("Confusion"));
@@ -689,6 +698,7 @@ mod run_loop {
             &mut r.ev_rx,
             &r.cmd_tx,
             1000,
+            &crate::ui::DashboardStats::default(),
         )
         .await
     }
@@ -763,6 +773,48 @@ mod run_loop {
     }
 
     #[tokio::test]
+    async fn samples_view_decodes_thumbnails_in_the_background_and_counts_frames() {
+        let mut r = rig(&finished().events);
+        let keys_tx = r.keys_tx.clone();
+        tokio::spawn(async move {
+            keys_tx.send(press('3')).ok();
+            // Leave time for the decoding task and the redraw.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            keys_tx.send(press('d')).ok();
+        });
+        let stats = crate::ui::DashboardStats::default();
+        let exit = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            run_loop(
+                &mut r.term,
+                &mut r.app,
+                &mut r.keys,
+                std::future::pending(),
+                &mut r.ev_rx,
+                &r.cmd_tx,
+                1000,
+                &stats,
+            ),
+        )
+        .await
+        .expect("loop ends");
+        assert_eq!(exit, DashboardExit::Detached);
+        assert!(matches!(
+            r.app
+                .thumbs
+                .get("data/fashion-target/val/Trouser/00002.png"),
+            Some(crate::ui::thumbs::ThumbSlot::Ready(_))
+        ));
+        let buf = r.term.backend().buffer();
+        assert!(
+            buf.content.iter().any(|c| c.symbol() == "▀"),
+            "{}",
+            text(buf)
+        );
+        assert!(stats.frames() >= 2, "first frame, then the thumbnails");
+    }
+
+    #[tokio::test]
     async fn closed_event_stream_keeps_the_final_state_until_q() {
         let mut r = rig(&running().events);
         let (dead_tx, dead_rx) = mpsc::channel(1);
@@ -805,6 +857,7 @@ mod run_loop {
             &mut r.ev_rx,
             &r.cmd_tx,
             30,
+            &crate::ui::DashboardStats::default(),
         )
         .await;
         assert_eq!(exit, DashboardExit::TerminalLost, "SIGHUP");
@@ -867,4 +920,44 @@ fn write_synthetic_fixture() {
         out.push('\n');
     }
     std::fs::write(dir.join("synthetic-fmnist5-finished.jsonl"), out).expect("write");
+}
+
+/// Prints every view at 80x24 in ASCII without colour (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn dump_screens() {
+    let events = if std::env::var_os("WICK_DUMP_RUNNING").is_some() {
+        running().events
+    } else {
+        finished().events
+    };
+    let mut app = app_from(&events, PLAIN);
+    let (w, h) = std::env::var("WICK_DUMP_SIZE")
+        .ok()
+        .and_then(|s| {
+            let (a, b) = s.split_once('x')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((80, 24));
+    app.update(Msg::Resize(w, h));
+    for c in ['1', '2', '3', '4'] {
+        let effects = app.update(key(c));
+        load_now(&mut app, effects);
+        println!("=== view {c} ===\n{}", screen(&app, w, h));
+    }
+    app.update(key('3'));
+    let effects = app.update(key('m'));
+    load_now(&mut app, effects);
+    println!("=== samples, pseudo-labels ===\n{}", screen(&app, w, h));
+    app.update(key('?'));
+    println!("=== help ===\n{}", screen(&app, w, h));
+}
+
+/// Perform thumbnail effects at once (what the run loop does in the background).
+pub(crate) fn load_now(app: &mut App, effects: Vec<Effect>) {
+    for e in effects {
+        if let Effect::LoadThumbnails(paths) = e {
+            app.update(Msg::Thumbnails(crate::ui::thumbs::load_all(&paths)));
+        }
+    }
 }

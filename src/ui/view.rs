@@ -1,6 +1,10 @@
 //! Drawing: a pure function of [`App`]. Works from 60x20 (80x24 is the target) up to large
-//! terminals, with or without colour, in Unicode or plain ASCII. Panels never show made-up
-//! numbers: before the data exists they say what they are waiting for.
+//! terminals, with or without colour (16, 256 or 24-bit), in Unicode or plain ASCII. Panels
+//! never show made-up numbers: before the data exists they say what they are waiting for.
+//!
+//! Every view shares the chrome: header, (info line from 30 rows), the two progress gauges, the
+//! view tabs, and the key footer. This module draws the chrome and the Overview; the other
+//! views are in [`super::classes`], [`super::samples`] and [`super::logview`].
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -11,9 +15,9 @@ use ratatui::Frame;
 
 use crate::protocol::{Level, Phase};
 
-use super::glyphs::{clock, downsample, duration, pct, Glyphs, Theme};
-use super::keymap::HELP;
-use super::state::{App, RunState};
+use super::glyphs::{clock, duration, pct, Glyphs, Theme};
+use super::keymap::Action;
+use super::state::{App, History, RunState, View};
 
 /// Smallest terminal the dashboard draws into.
 pub const MIN_WIDTH: u16 = 60;
@@ -35,10 +39,47 @@ const ASCII_BORDER: border::Set<'static> = border::Set {
     horizontal_bottom: "-",
 };
 
-struct Ctx<'a> {
-    app: &'a App,
-    g: Glyphs,
-    t: Theme,
+/// What every drawing function gets: the state, the glyphs and the styles.
+pub(crate) struct Ctx<'a> {
+    pub(crate) app: &'a App,
+    pub(crate) g: Glyphs,
+    pub(crate) t: Theme,
+}
+
+/// The screen's rows: header, info line, progress gauges, view tabs, the view, footer.
+struct Chrome {
+    head: Rect,
+    info: Rect,
+    progress: Rect,
+    tabs: Rect,
+    main: Rect,
+    foot: Rect,
+}
+
+fn chrome(area: Rect) -> Chrome {
+    let info_h = u16::from(area.height >= 30);
+    let [head, info, progress, tabs, main, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(info_h),
+        Constraint::Length(2),
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    Chrome {
+        head,
+        info,
+        progress,
+        tabs,
+        main,
+        foot,
+    }
+}
+
+/// The area a view is drawn in, for a screen of `area` (used by `App` to size pages).
+pub fn main_area(area: Rect) -> Rect {
+    chrome(area).main
 }
 
 /// Draw the whole dashboard.
@@ -53,47 +94,49 @@ pub fn draw(frame: &mut Frame, app: &App) {
         too_small(frame, area, &cx);
         return;
     }
-    let info_h = u16::from(area.height >= 30);
-    let log_h = if area.height >= 40 {
-        (area.height / 5).min(14)
-    } else if area.height >= 30 {
-        6
-    } else {
-        4
-    };
-    let [head, info, progress, main, log, foot] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(info_h),
-        Constraint::Length(2),
-        Constraint::Min(6),
-        Constraint::Length(log_h),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    put(frame, head, vec![header_line(&cx, head.width as usize)]);
-    if info_h > 0 {
-        put(frame, info, vec![info_line(&cx, info.width as usize)]);
+    let c = chrome(area);
+    put(frame, c.head, vec![header_line(&cx, c.head.width as usize)]);
+    if c.info.height > 0 {
+        put(frame, c.info, vec![info_line(&cx, c.info.width as usize)]);
     }
     put(
         frame,
-        progress,
-        progress_lines(&cx, progress.width as usize),
+        c.progress,
+        progress_lines(&cx, c.progress.width as usize),
     );
-    main_panels(frame, main, &cx);
-    log_panel(frame, log, &cx);
-    put(frame, foot, vec![footer_line(&cx, foot.width as usize)]);
+    put(frame, c.tabs, vec![tabs_line(&cx, c.tabs.width as usize)]);
+    match app.nav.view {
+        View::Overview => overview(frame, c.main, &cx),
+        View::Classes => super::classes::draw(frame, c.main, &cx),
+        View::Samples => super::samples::draw(frame, c.main, &cx),
+        View::Log => super::logview::draw(frame, c.main, &cx),
+    }
+    put(frame, c.foot, vec![footer_line(&cx, c.foot.width as usize)]);
     if app.help {
         help_overlay(frame, area, &cx);
     }
 }
 
-fn put(frame: &mut Frame, area: Rect, lines: Vec<Line<'static>>) {
+fn overview(frame: &mut Frame, area: Rect, cx: &Ctx) {
+    let log_h = if area.height >= 40 {
+        (area.height / 4).min(14)
+    } else if area.height >= 24 {
+        6
+    } else {
+        4
+    };
+    let [main, log] = Layout::vertical([Constraint::Min(6), Constraint::Length(log_h)]).areas(area);
+    main_panels(frame, main, cx);
+    log_panel(frame, log, cx);
+}
+
+pub(crate) fn put(frame: &mut Frame, area: Rect, lines: Vec<Line<'static>>) {
     if area.width > 0 && area.height > 0 {
         frame.render_widget(Paragraph::new(lines), area);
     }
 }
 
-fn span(s: String, style: Style) -> Span<'static> {
+pub(crate) fn span(s: String, style: Style) -> Span<'static> {
     Span::styled(s, style)
 }
 
@@ -119,7 +162,12 @@ fn too_small(frame: &mut Frame, area: Rect, cx: &Ctx) {
         "now {}x{}",
         area.width, area.height
     ))));
-    lines.push(Line::raw(center("q: quit, d: detach")));
+    let k = |a: Action| cx.app.keys.first_key(a).unwrap_or_else(|| "-".into());
+    lines.push(Line::raw(center(&format!(
+        "{}: quit, {}: detach",
+        k(Action::Quit),
+        k(Action::Detach)
+    ))));
     put(frame, area, lines);
 }
 
@@ -205,7 +253,7 @@ fn phase_name(phase: Phase) -> String {
     }
 }
 
-fn phase_short(phase: Phase) -> String {
+pub(crate) fn phase_short(phase: Phase) -> String {
     match phase {
         Phase::Supervised => "sup".into(),
         Phase::SelfTraining { round } => format!("st r{round}"),
@@ -384,7 +432,7 @@ fn summary_lines(cx: &Ctx, s: &crate::protocol::Summary, width: usize) -> Vec<Li
 
 /// A panel: a title rule on the first row, then the body. `extra` holds variants of the text
 /// after the title, longest first: the first that fits is shown.
-fn panel(
+pub(crate) fn panel(
     frame: &mut Frame,
     area: Rect,
     cx: &Ctx,
@@ -461,7 +509,7 @@ fn left_column(frame: &mut Frame, area: Rect, cx: &Ctx) {
     validation_panel(frame, val, cx);
 }
 
-fn waiting(cx: &Ctx, what: &str) -> Vec<Line<'static>> {
+pub(crate) fn waiting(cx: &Ctx, what: &str) -> Vec<Line<'static>> {
     vec![Line::from(span(format!(" {what}"), cx.t.muted()))]
 }
 
@@ -480,15 +528,26 @@ fn loss_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
         panel(frame, area, cx, "Loss per batch", &[], body);
         return;
     }
-    let values: Vec<f64> = pts.iter().map(|p| f64::from(p.loss)).collect();
     let w = area.width as usize;
-    let shown = downsample(&values, w);
+    let shown = app.loss_series(w);
     let lo = shown.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = shown.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let last = values.last().copied().unwrap_or(f64::NAN);
+    let last = pts.last().map_or(f64::NAN, |p| f64::from(p.loss));
+    let a = app.nav.ema_factor();
+    let smooth = if a == 0.0 {
+        "raw".to_string()
+    } else {
+        format!("ema {a:.2}")
+    };
+    let mode = match app.nav.history {
+        History::All => "all".to_string(),
+        History::Recent => format!("last {}", shown.len()),
+    };
     let extra = [
-        format!("last {last:.3}  range {lo:.3}-{hi:.3}"),
-        format!("last {last:.3}"),
+        format!("{mode}, {smooth}  last {last:.3}  range {lo:.3}-{hi:.3}"),
+        format!("{mode}, {smooth}  last {last:.3}"),
+        format!("{smooth} {last:.3}"),
+        format!("{last:.3}"),
     ];
     let rows =
         cx.g.sparkline(&shown, lo, hi, area.height.saturating_sub(1) as usize);
@@ -844,6 +903,68 @@ fn log_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
 
 // ----- footer and overlays ----------------------------------------------------------------
 
+/// The view tabs (active one bracketed and reversed) and, on the right, the learning rate and
+/// the throughput.
+fn tabs_line(cx: &Ctx, width: usize) -> Line<'static> {
+    let app = cx.app;
+    let mut spans = vec![Span::raw(" ")];
+    let mut used = 1;
+    for v in View::ALL {
+        let action = match v {
+            View::Overview => Action::ShowOverview,
+            View::Classes => Action::ShowClasses,
+            View::Samples => Action::ShowSamples,
+            View::Log => Action::ShowLog,
+        };
+        let key = app.keys.first_key(action).unwrap_or_default();
+        let label = if key.is_empty() {
+            v.title().to_string()
+        } else {
+            format!("{key} {}", v.title())
+        };
+        let (text, style) = if v == app.nav.view {
+            (format!("[{label}]"), cx.t.tab_active())
+        } else {
+            (format!(" {label} "), cx.t.plain())
+        };
+        used += text.chars().count() + 1;
+        spans.push(span(cx.g.clean(&text), style));
+        spans.push(Span::raw(" "));
+    }
+    let sep = cx.g.sep();
+    let mut right = Vec::new();
+    if let Some(lr) = app.learning_rate {
+        right.push(format!("lr {lr:.2e}"));
+    }
+    if let Some(ips) = app
+        .epoch
+        .as_ref()
+        .and_then(|p| p.images_per_s)
+        .filter(|_| !app.state.has_ended())
+    {
+        right.push(format!("{ips:.0} img/s"));
+    }
+    let self_training = app
+        .run
+        .as_ref()
+        .is_some_and(|r| r.rounds > 0 || r.sizes.unlabelled > 0);
+    if let Some(t) = app.effective_threshold().filter(|_| self_training) {
+        right.push(format!("thr {t:.2}"));
+    }
+    // Drop from the end until it fits.
+    while !right.is_empty() {
+        let r = right.join(sep);
+        if used + r.chars().count() < width {
+            let pad = width - used - r.chars().count() - 1;
+            spans.push(Span::raw(" ".repeat(pad)));
+            spans.push(span(r, cx.t.muted()));
+            break;
+        }
+        right.pop();
+    }
+    Line::from(spans)
+}
+
 fn footer_line(cx: &Ctx, width: usize) -> Line<'static> {
     let app = cx.app;
     if app.confirm_quit {
@@ -854,38 +975,76 @@ fn footer_line(cx: &Ctx, width: usize) -> Line<'static> {
         };
         return Line::from(span(cx.g.pad(&format!(" {q}"), width), cx.t.prompt()));
     }
-    let keys: Vec<(&str, &str)> = if app.state.has_ended() {
-        vec![("q", "quit"), ("?", "help")]
-    } else if app.stream_closed {
-        vec![("q", "quit"), ("d", "detach"), ("?", "help")]
-    } else {
+    let k = |a: Action| app.keys.first_key(a);
+    let pair = |a: Action, b: Action| match (k(a), k(b)) {
+        (Some(x), Some(y)) => Some(format!("{x}/{y}")),
+        (x, y) => x.or(y),
+    };
+    // (priority, key, what): the most important (lowest priority number) are kept when the
+    // line is too short; they are shown in this order.
+    let mut items: Vec<(u8, Option<String>, &str)> = Vec::new();
+    let live = !app.state.has_ended() && !app.stream_closed;
+    if live {
         let pause = if app.state == RunState::Paused {
             "resume"
         } else {
             "pause"
         };
-        vec![
-            ("space", pause),
-            ("r", "round"),
-            ("+/-", "thr"),
-            ("s", "save"),
-            ("d", "detach"),
-            ("q", "quit"),
-            ("?", "help"),
-        ]
-    };
-    let full: usize = keys.iter().map(|(k, w)| k.len() + w.len() + 3).sum();
-    let gap = if full < width { "  " } else { " " };
-    let mut spans = vec![Span::raw(" ")];
-    let mut used = 1;
-    for (k, what) in keys {
-        let item = format!("{k} {what}{gap}");
-        if used + item.len() > width {
-            break;
+        items.push((1, k(Action::TogglePause), pause));
+        items.push((3, k(Action::PseudoLabelRound), "round"));
+        items.push((3, pair(Action::ThresholdUp, Action::ThresholdDown), "thr"));
+        items.push((3, k(Action::SaveCheckpoint), "save"));
+    }
+    match app.nav.view {
+        View::Overview => {
+            items.push((2, k(Action::Smoothing), "ema"));
+            items.push((2, k(Action::History), "hist"));
         }
-        spans.push(span(k.to_string(), cx.t.prompt()));
-        spans.push(Span::raw(format!(" {what}{gap}")));
-        used += item.len();
+        View::Classes => {
+            items.push((2, pair(Action::Sort, Action::SortReverse), "sort"));
+            items.push((2, k(Action::Compare), "vs"));
+            items.push((4, pair(Action::Up, Action::Down), "scroll"));
+        }
+        View::Samples => {
+            items.push((2, k(Action::SampleSet), "set"));
+            items.push((2, pair(Action::Left, Action::Right), "page"));
+        }
+        View::Log => {
+            items.push((2, k(Action::LogLevel), "level"));
+            items.push((2, pair(Action::Up, Action::Down), "scroll"));
+            items.push((4, k(Action::End), "follow"));
+        }
+    }
+    if live || app.stream_closed && !app.state.has_ended() {
+        items.push((3, k(Action::Detach), "detach"));
+    }
+    items.push((1, k(Action::Quit), "quit"));
+    items.push((1, k(Action::ToggleHelp), "help"));
+    let items: Vec<(u8, String, &str)> = items
+        .into_iter()
+        .filter_map(|(p, key, w)| key.map(|key| (p, cx.g.clean(&key), w)))
+        .collect();
+    let len = |(_, key, w): &(u8, String, &str)| key.chars().count() + w.len() + 3;
+    let full: usize = items.iter().map(len).sum();
+    let gap = if full < width { "  " } else { " " };
+    let glen = |it: &(u8, String, &str)| len(it) - 2 + gap.len();
+    // Choose by priority, show in order.
+    let mut keep = vec![false; items.len()];
+    let mut used = 1;
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].0);
+    for i in order {
+        if used + glen(&items[i]) <= width {
+            keep[i] = true;
+            used += glen(&items[i]);
+        }
+    }
+    let mut spans = vec![Span::raw(" ")];
+    for (i, (_, key, what)) in items.iter().enumerate() {
+        if keep[i] {
+            spans.push(span(key.clone(), cx.t.prompt()));
+            spans.push(Span::raw(format!(" {what}{gap}")));
+        }
     }
     let note = if app.state.has_ended() {
         Some(format!(
@@ -913,35 +1072,88 @@ fn footer_line(cx: &Ctx, width: usize) -> Line<'static> {
     Line::from(spans)
 }
 
-fn help_overlay(frame: &mut Frame, area: Rect, cx: &Ctx) {
-    let key_w = HELP.iter().map(|(k, _)| k.len()).max().unwrap_or(4);
-    let text_w = HELP
+/// Help layout for a `w` x `h` screen: (columns, rows per column, visible rows, key width,
+/// text width).
+fn help_layout(w: u16, h: u16, app: &App) -> (usize, usize, usize, usize, usize) {
+    let rows = app.keys.help_rows();
+    let kw = rows
         .iter()
-        .map(|(k, d)| key_w.max(k.len()) + d.len() + 4)
+        .map(|(k, _)| k.chars().count())
         .max()
-        .unwrap_or(20);
-    let w = (text_w as u16 + 2).min(area.width);
-    let h = (HELP.len() as u16 + 4).min(area.height);
+        .unwrap_or(4)
+        .min(16);
+    let dw = rows.iter().map(|(_, d)| d.len()).max().unwrap_or(10);
+    let col_w = 1 + kw + 2 + dw;
+    let cols = if usize::from(w) >= 2 * col_w + 3 {
+        2
+    } else {
+        1
+    };
+    let per_col = rows.len().div_ceil(cols);
+    let visible = per_col.min(usize::from(h).saturating_sub(3).max(1));
+    (cols, per_col, visible, kw, dw)
+}
+
+/// How far the help can scroll on a `w` x `h` screen (0 when it fits).
+pub fn help_scroll_max(w: u16, h: u16, app: &App) -> usize {
+    let (_, per_col, visible, _, _) = help_layout(w, h, app);
+    per_col.saturating_sub(visible)
+}
+
+fn help_overlay(frame: &mut Frame, area: Rect, cx: &Ctx) {
+    let app = cx.app;
+    let rows = app.keys.help_rows();
+    let (cols, per_col, visible, kw, dw) = help_layout(area.width, area.height, app);
+    let scroll = app.nav.help_scroll.min(per_col.saturating_sub(visible));
+    let col_w = 1 + kw + 2 + dw;
+    let inner_w = cols * col_w + (cols - 1);
+    let w = (inner_w as u16 + 2).min(area.width);
+    let h = (visible as u16 + 3).min(area.height);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
         width: w,
         height: h,
     };
-    let mut lines: Vec<Line<'static>> = HELP
-        .iter()
-        .map(|(k, d)| {
-            Line::from(vec![
-                span(format!(" {k:<key_w$}"), cx.t.bold()),
-                Span::raw(format!("  {d}")),
-            ])
+    let cell = |i: usize| -> Vec<Span<'static>> {
+        match rows.get(i) {
+            Some((k, d)) => vec![
+                span(format!(" {}", cx.g.pad(k, kw)), cx.t.bold()),
+                Span::raw(format!("  {}", cx.g.pad(d, dw))),
+            ],
+            None => vec![Span::raw(" ".repeat(col_w))],
+        }
+    };
+    let mut lines: Vec<Line<'static>> = (scroll..scroll + visible)
+        .map(|r| {
+            let mut spans = cell(r);
+            if cols == 2 {
+                spans.push(Span::raw(" "));
+                spans.extend(cell(per_col + r));
+            }
+            Line::from(spans)
         })
         .collect();
-    lines.push(Line::raw(""));
-    lines.push(Line::from(span(
-        " ? or Esc closes".to_string(),
-        cx.t.muted(),
-    )));
+    let more = if per_col > visible {
+        let k = |a: Action| app.keys.first_key(a).unwrap_or_default();
+        format!(
+            "  {}/{} {}-{}/{}",
+            k(Action::Up),
+            k(Action::Down),
+            scroll + 1,
+            scroll + visible,
+            per_col
+        )
+    } else {
+        String::new()
+    };
+    let close = app.keys.first_key(Action::ToggleHelp).unwrap_or_default();
+    let hint = if more.is_empty() {
+        format!(" {close} or Esc closes")
+    } else {
+        format!(" {close}/Esc close{more}")
+    };
+    lines.push(Line::from(span(cx.g.fit(&hint, inner_w), cx.t.muted())));
     let mut block = Block::new()
         .borders(Borders::ALL)
         .title(Line::from(span(" Keys ".to_string(), cx.t.title())));
