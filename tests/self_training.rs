@@ -66,15 +66,23 @@ fn start_with(
     (run, hub, handle)
 }
 
-fn start(config_text: &str) -> (wick::rundir::RunDir, std::sync::Arc<EventHub>, engine::EngineHandle) {
+fn start(
+    config_text: &str,
+) -> (
+    wick::rundir::RunDir,
+    std::sync::Arc<EventHub>,
+    engine::EngineHandle,
+) {
     start_with(config_text, None)
 }
 
 /// A config on a slice of `train` images per class (of the 5 bundled classes), `labels` of them
 /// labelled, the rest the pool; `extra` goes under `[train]` and may open `[self_training]`.
 fn config(data: &Path, runs: &Path, labels: usize, extra: &str) -> String {
-    common::tiny_config(data, runs, extra)
-        .replace("[data]\n", &format!("[data]\nlabels_per_class = {labels}\n"))
+    common::tiny_config(data, runs, extra).replace(
+        "[data]\n",
+        &format!("[data]\nlabels_per_class = {labels}\n"),
+    )
 }
 
 fn events(run: &wick::rundir::RunDir) -> Vec<Event> {
@@ -114,7 +122,11 @@ fn rounds_with_soft_labels_ramp_up_reinit_and_a_pool_sample() {
             _ => None,
         })
         .collect();
-    assert_eq!(pools, vec![200, 200], "each round predicts a 200-image sample");
+    assert_eq!(
+        pools,
+        vec![200, 200],
+        "each round predicts a 200-image sample"
+    );
     let totals: Vec<(usize, usize)> = ev
         .iter()
         .filter_map(|e| match e {
@@ -177,7 +189,8 @@ fn rounds_with_soft_labels_ramp_up_reinit_and_a_pool_sample() {
 fn plateau_trigger_starts_rounds_when_validation_stalls() {
     let data = common::fashion_slice(60, 20);
     let runs = tempfile::tempdir().unwrap();
-    let extra = "epochs = 12\nbatch_size = 16\nlr = 0.2\n[self_training]\nenabled = true\nrounds = 1\n\
+    let extra =
+        "epochs = 12\nbatch_size = 16\nlr = 0.2\n[self_training]\nenabled = true\nrounds = 1\n\
                  epochs_per_round = 3\nthreshold = 0.7\ntrigger = \"plateau\"\npatience = 1\n";
     let (run, _hub, handle) = start(&config(data.path(), runs.path(), 20, extra));
     let summary = handle.join().expect("run succeeds");
@@ -255,7 +268,10 @@ async fn manual_round_and_threshold_through_the_command_channel() {
             _ => {}
         }
     };
-    assert!(warned, "an out-of-range threshold is refused with a warning");
+    assert!(
+        warned,
+        "an out-of-range threshold is refused with a warning"
+    );
     assert_eq!(changed, Some(0.5));
     assert_eq!(started, 0.5);
     assert_eq!(finished.0, 0.5);
@@ -305,7 +321,10 @@ fn fixmatch_mode_learns_reports_per_epoch_and_resumes_with_its_teacher() {
             } => {
                 assert!(online);
                 assert_eq!(thresholds.len(), 5);
-                assert!(thresholds.iter().all(|&t| (0.7..=0.8).contains(&t)), "{thresholds:?}");
+                assert!(
+                    thresholds.iter().all(|&t| (0.7..=0.8).contains(&t)),
+                    "{thresholds:?}"
+                );
                 assert_eq!(per_class.iter().sum::<usize>(), *total);
                 Some((*round, *total, *precision, confidence_hist.iter().sum()))
             }
@@ -328,14 +347,21 @@ fn fixmatch_mode_learns_reports_per_epoch_and_resumes_with_its_teacher() {
         })
         .collect();
     assert_eq!(sizes, vec![(1, 13), (2, 13), (3, 12), (4, 12), (5, 12)]);
-    assert!(summary.final_val_acc > 0.4, "5 classes: chance is 20%, got {}", summary.final_val_acc);
+    assert!(
+        summary.final_val_acc > 0.4,
+        "5 classes: chance is 20%, got {}",
+        summary.final_val_acc
+    );
     assert_eq!(summary.rounds, 3);
     assert_eq!(summary.epochs, 5);
 
     // The EMA teacher is checkpointed with the optimizer state; the run resumes from it.
     let ckpts = checkpoint::list_steps(&run.checkpoints());
-    let ckpt = checkpoint::load(ckpts.last().expect("a checkpoint"), &candle_core::Device::Cpu)
-        .expect("load");
+    let ckpt = checkpoint::load(
+        ckpts.last().expect("a checkpoint"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("load");
     assert!(ckpt.optim.keys().any(|k| k.starts_with("ema.features.")));
     assert!(ckpt.optim.contains_key("ema.num_updates"));
     assert!(ckpt.optim.keys().any(|k| k.ends_with(".momentum_buffer")));

@@ -623,7 +623,9 @@ mod tests {
         let order: Vec<usize> = (0..6).chain(0..6).chain(0..6).collect(); // repeats
         let kind = AugmentKind::Train(Augment::FlipCrop);
         let whole: Vec<Batch> = loader.batches(order.clone(), 4, kind, 5, 2).collect();
-        let rest: Vec<Batch> = loader.batches_from(order.clone(), 8, 4, kind, 5, 2).collect();
+        let rest: Vec<Batch> = loader
+            .batches_from(order.clone(), 8, 4, kind, 5, 2)
+            .collect();
         assert_eq!(rest.len(), whole.len() - 2);
         assert_eq!(rest, whole[2..].to_vec());
         // Slicing the order instead restarts the repeat count: different views.

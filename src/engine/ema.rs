@@ -192,8 +192,20 @@ mod tests {
 
     fn map(w: f32, rm: f32) -> Result<VarMap> {
         let m = VarMap::new();
-        m.get((2,), "fc.weight", Init::Const(w as f64), DType::F32, &Device::Cpu)?;
-        m.get((2,), "bn.running_mean", Init::Const(rm as f64), DType::F32, &Device::Cpu)?;
+        m.get(
+            (2,),
+            "fc.weight",
+            Init::Const(w as f64),
+            DType::F32,
+            &Device::Cpu,
+        )?;
+        m.get(
+            (2,),
+            "bn.running_mean",
+            Init::Const(rm as f64),
+            DType::F32,
+            &Device::Cpu,
+        )?;
         Ok(m)
     }
 

@@ -34,17 +34,16 @@ pub fn verdicts(probs: &[Vec<f32>], thresholds: &[f32]) -> Vec<Verdict> {
     probs
         .iter()
         .map(|row| {
-            let (label, confidence) = row
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |best, (i, p)| {
+            let (label, confidence) = row.iter().copied().enumerate().fold(
+                (0usize, f32::NEG_INFINITY),
+                |best, (i, p)| {
                     if p > best.1 {
                         (i, p)
                     } else {
                         best
                     }
-                });
+                },
+            );
             let t = thresholds.get(label).copied().unwrap_or(1.0);
             Verdict {
                 label: label as u32,
@@ -151,8 +150,8 @@ mod tests {
         assert!((got - (sup + 0.5 * u)).abs() < 1e-6, "{got}");
         // Soft one-hot targets give the same; nothing kept or λ_u = 0 gives the supervised loss.
         let q = Tensor::new(&[[1.0f32, 0.0]], &d)?;
-        let soft = loss(&ll, &yl, 0.0, Some((&ls, Targets::Soft(&q))), 4, 2.0)?
-            .to_scalar::<f32>()? as f64;
+        let soft =
+            loss(&ll, &yl, 0.0, Some((&ls, Targets::Soft(&q))), 4, 2.0)?.to_scalar::<f32>()? as f64;
         assert!((soft - got).abs() < 1e-6);
         let none = loss(&ll, &yl, 0.0, None, 4, 2.0)?.to_scalar::<f32>()? as f64;
         assert!((none - sup).abs() < 1e-7);

@@ -135,11 +135,14 @@ pub fn auto_round_due(
 }
 
 /// Whether the run's plan is complete (checked after [`auto_round_due`]).
-pub fn plan_done(cfg: &SelfTrainingConfig, supervised_epochs: u32, rounds: u32, p: &Progress) -> bool {
+pub fn plan_done(
+    cfg: &SelfTrainingConfig,
+    supervised_epochs: u32,
+    rounds: u32,
+    p: &Progress,
+) -> bool {
     match cfg.trigger {
-        RoundTrigger::AfterEpochs => {
-            p.epoch >= supervised_epochs + rounds * cfg.epochs_per_round
-        }
+        RoundTrigger::AfterEpochs => p.epoch >= supervised_epochs + rounds * cfg.epochs_per_round,
         RoundTrigger::Plateau => {
             p.batch_in_epoch == 0
                 && p.auto_rounds >= rounds
@@ -183,7 +186,12 @@ pub fn merge_round(
 /// An epoch's order over `items` (sorted): shuffled by a generator derived from the seed and
 /// the epoch; repeated as whole reshuffled passes until it holds at least `min_images` (the
 /// first pass is the plain one-pass order, so `min_images = 0` changes nothing).
-pub fn epoch_permutation(items: Vec<usize>, seed: u64, epoch: u32, min_images: usize) -> Vec<usize> {
+pub fn epoch_permutation(
+    items: Vec<usize>,
+    seed: u64,
+    epoch: u32,
+    min_images: usize,
+) -> Vec<usize> {
     let mut first = items;
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9) ^ epoch as u64);
     first.shuffle(&mut rng);
@@ -222,7 +230,8 @@ pub fn stream(items: &[usize], seed: u64, salt: u64, start: usize, count: usize)
         if perm.as_ref().is_none_or(|(p, _)| *p != pass) {
             let mut v = items.to_vec();
             let mut rng = ChaCha8Rng::seed_from_u64(
-                seed ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (pass as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                seed ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d)
+                    ^ (pass as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
             v.shuffle(&mut rng);
             perm = Some((pass, v));
