@@ -250,7 +250,7 @@ pub struct SelfTrainingConfig {
     pub round_pool: usize,
     /// Epochs of labelled (+ pseudo-labelled) training repeat their set, reshuffled, until they
     /// hold at least this many images, so that a few hundred labels do not make every epoch
-    /// mostly validation. 0 = one pass.
+    /// mostly validation. 0 = one pass. Applies with self-training off as well.
     #[serde(default)]
     pub min_epoch_images: usize,
     /// FixMatch mode: unlabelled images per step, as a multiple μ of `train.batch_size`.

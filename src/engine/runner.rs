@@ -342,11 +342,7 @@ impl Runner {
         }
         let mut order: Vec<usize> = targets.keys().copied().collect();
         order.sort_unstable();
-        let min_images = if self.cfg.self_training.enabled {
-            self.cfg.self_training.min_epoch_images
-        } else {
-            0
-        };
+        let min_images = self.cfg.self_training.min_epoch_images;
         let order = rounds::epoch_permutation(order, self.state.seed, epoch, min_images);
         (order, targets)
     }
@@ -440,14 +436,16 @@ impl Runner {
 
             self.state.batch_in_epoch += 1;
             self.state.global_step += 1;
-            self.state.images_seen += n as u64;
+            // Online steps also process unlabelled views (weak + kept strong).
+            let processed = n + std::mem::take(&mut self.ssl.step_images);
+            self.state.images_seen += processed as u64;
             self.state.train_seconds += t0.elapsed().as_secs_f64();
             self.state.epoch_loss_sum += loss_value * n as f64;
             self.state.epoch_correct += correct as u64;
             self.state.epoch_seen += n as u64;
             window_loss += loss_value;
             window_batches += 1;
-            window_images += n;
+            window_images += processed;
             let elapsed = window_start.elapsed().as_secs_f64();
             if elapsed >= BATCH_EVENT_INTERVAL_S || self.state.batch_in_epoch == batches {
                 self.emit(Event::Batch {

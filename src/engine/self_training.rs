@@ -30,7 +30,8 @@ pub struct Selection {
 ///
 /// Every round re-selects from scratch (earlier mistakes can be dropped); `previous` is the set in
 /// use before the round and only matters for the growth cap: the new set may exceed the old one by
-/// at most `max_growth × pool` labels, keeping the most confident.
+/// at most `max_growth × preds` labels, filled class by class (each class's most confident, then
+/// each class's next…) so that the cap does not keep only the easiest classes.
 pub fn select(
     preds: &[PoolPrediction],
     classes: usize,
@@ -64,7 +65,26 @@ pub fn select(
         });
     }
     let cap = previous + (cfg.max_growth * preds.len() as f64).floor() as usize;
-    chosen.truncate(cap);
+    if chosen.len() > cap {
+        // Class-balanced cap: every class's most confident first, then every class's second…
+        // (a global confidence cut would keep only the easiest classes).
+        let mut rank = vec![0usize; classes];
+        let mut keyed: Vec<(usize, PoolPrediction)> = chosen
+            .into_iter()
+            .map(|p| {
+                let r = &mut rank[p.label as usize];
+                *r += 1;
+                (*r, p)
+            })
+            .collect();
+        keyed.sort_by(|(ra, a), (rb, b)| {
+            ra.cmp(rb)
+                .then(b.confidence.total_cmp(&a.confidence))
+                .then(a.index.cmp(&b.index))
+        });
+        keyed.truncate(cap);
+        chosen = keyed.into_iter().map(|(_, p)| p).collect();
+    }
     chosen.sort_by_key(|p| p.index);
     Selection {
         labels: chosen
@@ -251,11 +271,20 @@ mod tests {
     }
 
     #[test]
-    fn growth_cap_keeps_the_most_confident() {
+    fn growth_cap_is_class_balanced() {
         let mut c = cfg(SelectionPolicy::Global);
         c.max_growth = 0.25; // 8 × 0.25 = 2 new labels at most
-        let s = select(&table(), 3, &c, 0.9, 1);
-        assert_eq!(picked(&s), vec![0, 1, 2]); // 0.99, 0.97, 0.96(index 2 before 4)
+        // Candidates ≥ 0.85: class 0 (0.99, 0.97, 0.96), class 1 (0.96, 0.90, 0.85). Cap 3:
+        // each class's best (0 and 4), then the best second (1: 0.97 before 5: 0.90).
+        let s = select(&table(), 3, &c, 0.85, 1);
+        assert_eq!(picked(&s), vec![0, 1, 4]);
+        // Cap 5: both seconds, then the best third (2: 0.96 before 6: 0.85).
+        c.max_growth = 0.5;
+        let s = select(&table(), 3, &c, 0.85, 1);
+        assert_eq!(picked(&s), vec![0, 1, 2, 4, 5]);
+        // No cap binding: everything above the threshold.
+        c.max_growth = 1.0;
+        assert_eq!(picked(&select(&table(), 3, &c, 0.85, 0)), vec![0, 1, 2, 4, 5, 6]);
     }
 
     #[test]

@@ -516,6 +516,8 @@ pub struct RoundRecord {
     pub samples: Vec<SampleNote>,
     /// Per-class thresholds of the round (empty: every class had `threshold`).
     pub thresholds: Vec<f32>,
+    /// Epochs finished when the round started (the timeline's "when").
+    pub after_epoch: u32,
     /// A round of the online mode (reported after each of its epochs).
     pub online: bool,
 }
@@ -792,9 +794,11 @@ impl App {
         } else {
             self.seconds_per_batch()? * f64::from(p.of.max(p.batches))
         };
+        // Online rounds train through their epochs: their time is already in the epochs'.
         let finished_rounds: Vec<f64> = self
             .rounds
             .iter()
+            .filter(|r| !r.online)
             .filter_map(RoundRecord::seconds)
             .collect();
         let rounds_done = self.rounds.iter().filter(|r| r.is_finished()).count() as u32;
@@ -831,14 +835,26 @@ impl App {
 
     /// The epoch the Classes view compares the latest with (see [`Compare`]).
     pub fn compare_base(&self) -> Option<&EpochRecord> {
-        let latest = self.epochs.last()?;
         match self.nav.compare {
             Compare::PrevEpoch => self.epochs.iter().rev().nth(1),
-            Compare::PrevRound => {
-                let r = phase_round(latest.phase);
-                self.epochs.iter().rev().find(|e| phase_round(e.phase) < r)
-            }
+            Compare::PrevRound => self.round_base(),
         }
+    }
+
+    /// The last epoch before the latest epoch's round began (the end of the previous phase):
+    /// what "change since the last round" is measured against. `None` before any round.
+    pub fn round_base(&self) -> Option<&EpochRecord> {
+        let r = phase_round(self.epochs.last()?.phase);
+        self.epochs.iter().rev().find(|e| phase_round(e.phase) < r)
+    }
+
+    /// Validation accuracy after round `round`: that of its latest finished epoch.
+    pub fn val_acc_after_round(&self, round: u32) -> Option<f64> {
+        self.epochs
+            .iter()
+            .rev()
+            .find(|e| phase_round(e.phase) == round)
+            .map(|e| e.val_acc)
     }
 
     /// Rows of the Classes table for the latest epoch, sorted as asked.
@@ -1193,7 +1209,9 @@ impl App {
                     format!("round {round}: predicting {pool} images (threshold {threshold:.2})"),
                 );
                 self.rounds.retain(|r| r.round < round);
+                let after_epoch = self.epochs.last().map_or(0, |e| e.epoch);
                 self.rounds.push(RoundRecord {
+                    after_epoch,
                     round,
                     pool,
                     threshold,
@@ -1230,7 +1248,9 @@ impl App {
                     Some(i) => i,
                     None => {
                         self.rounds.retain(|r| r.round < round);
+                        let after_epoch = self.epochs.last().map_or(0, |e| e.epoch);
                         self.rounds.push(RoundRecord {
+                            after_epoch,
                             round,
                             pool: 0,
                             threshold,
@@ -1271,7 +1291,8 @@ impl App {
                     r.thresholds = thresholds;
                     r.online = r.online || online;
                 }
-                self.set_threshold(threshold);
+                // `threshold` is the one this round selected with; the current one comes from
+                // `RoundStarted` / `ThresholdChanged` (it may have moved during the round).
             }
             Event::Paused { epoch, step } => {
                 self.log(

@@ -3,7 +3,7 @@
 //! decisions themselves are pure functions in [`crate::engine::rounds`],
 //! [`crate::engine::fixmatch`] and [`crate::engine::self_training`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -34,6 +34,8 @@ pub(super) struct Runtime {
     pool_pos: HashMap<usize, usize>,
     /// The online mode's class thresholds at the latest step.
     last_thresholds: Vec<f32>,
+    /// Unlabelled views the latest online step processed (weak + kept strong), for throughput.
+    pub(super) step_images: usize,
 }
 
 /// A fresh model as the run starts it: seeded initialisation, then the pretrained weights if
@@ -88,6 +90,7 @@ impl Runtime {
             initial,
             pool_pos: data.pool.iter().enumerate().map(|(p, &i)| (i, p)).collect(),
             last_thresholds: Vec::new(),
+            step_images: 0,
         };
         let opt = if on && st.ema {
             let (vm, net) = fresh_model(cfg, device, classes)?;
@@ -500,29 +503,32 @@ impl Runner {
             let path = self.data.paths[*idx].display().to_string();
             tracing::warn!(%path, "skipped unreadable unlabelled image: {err}");
         }
-        // Both views come from the same order; a file skipped in one is skipped in the other,
-        // but keep only common images to be safe.
+        // Both views come from the same order, so they normally line up one to one; should a
+        // file be skipped in one view only, pair the views by index instead.
         let (c, h, w) = self.train_loader.image_shape();
         let per_image = c * h * w;
-        let strong_at: HashMap<usize, usize> = strong
-            .indices
-            .iter()
-            .enumerate()
-            .map(|(k, &i)| (i, k))
-            .collect();
-        let mut idx = Vec::with_capacity(weak.indices.len());
-        let mut weak_px = Vec::with_capacity(weak.pixels.len());
-        let mut strong_pos = Vec::with_capacity(weak.indices.len());
-        let mut taken = HashSet::new();
-        for (k, &i) in weak.indices.iter().enumerate() {
-            if let Some(&s) = strong_at.get(&i) {
-                if taken.insert((i, k)) {
+        let (idx, weak_px, strong_pos) = if weak.indices == strong.indices {
+            let n = weak.indices.len();
+            (weak.indices, weak.pixels, (0..n).collect::<Vec<usize>>())
+        } else {
+            let strong_at: HashMap<usize, usize> = strong
+                .indices
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| (i, k))
+                .collect();
+            let mut idx = Vec::with_capacity(weak.indices.len());
+            let mut px = Vec::with_capacity(weak.pixels.len());
+            let mut pos = Vec::with_capacity(weak.indices.len());
+            for (k, &i) in weak.indices.iter().enumerate() {
+                if let Some(&s) = strong_at.get(&i) {
                     idx.push(i);
-                    weak_px.extend_from_slice(&weak.pixels[k * per_image..(k + 1) * per_image]);
-                    strong_pos.push(s);
+                    px.extend_from_slice(&weak.pixels[k * per_image..(k + 1) * per_image]);
+                    pos.push(s);
                 }
             }
-        }
+            (idx, px, pos)
+        };
         let n_u = idx.len();
         if n_u == 0 {
             let logits = self.net.forward_t(x_l, true, freeze)?;
@@ -566,6 +572,7 @@ impl Runner {
             }
         }
         let kept = kept_hard.len();
+        self.ssl.step_images = n_u + kept;
         let n_l = x_l.dim(0)?;
         if kept == 0 || st.unlabelled_weight == 0.0 {
             let logits = self.net.forward_t(x_l, true, freeze)?;
