@@ -66,6 +66,8 @@ fn snapshot(vm: &VarMap) -> Result<HashMap<String, Tensor>, EngineError> {
     Ok(out)
 }
 
+/// A pool prediction: the verdict per image, and probability rows by index (soft labels).
+pub(super) type PoolRows = (Vec<PoolPrediction>, HashMap<usize, Vec<f32>>);
 impl Runtime {
     /// Builds the teacher and the re-initialisation weights the config asks for, and wraps the
     /// optimizer so that it updates the teacher after every step.
@@ -208,10 +210,7 @@ impl Runner {
 
     /// Predicts `indices` of the training set in eval mode (with the teacher if any): the verdict
     /// per image, and the probability rows when soft labels need them.
-    pub(super) fn predict_rows(
-        &mut self,
-        indices: &[usize],
-    ) -> Result<(Vec<PoolPrediction>, HashMap<usize, Vec<f32>>), EngineError> {
+    pub(super) fn predict_rows(&mut self, indices: &[usize]) -> Result<PoolRows, EngineError> {
         let (c, h, w) = self.train_loader.image_shape();
         let bs = self.cfg.train.batch_size.max(64);
         let keep_rows = self.cfg.self_training.soft_labels;
