@@ -185,6 +185,11 @@ impl How {
     }
 }
 
+/// Large tensors get transparent huge pages: candle allocates every tensor afresh, and page
+/// faults were a quarter of a BatchNorm step (docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: wick::ops::alloc::HugePageAlloc = wick::ops::alloc::HugePageAlloc;
+
 /// Exit status for a configuration the user must fix.
 const EXIT_CONFIG: u8 = 2;
 
