@@ -174,11 +174,10 @@ pub async fn dashboard(run: &RunDir, ascii: bool) -> Result<AttachOutcome, Attac
         Err(e) => return Err(e.into()),
     };
     let after = replay.last().map(|e| e.seq);
-    // The run's own dashboard settings (frame rate, keys).
     let config = std::fs::read_to_string(run.config())
         .ok()
         .and_then(|t| Config::parse(&t, &run.config()).ok());
-    let fps = config.as_ref().map(|c| c.ui.fps).unwrap_or(10);
+    let fps = config.as_ref().map(|c| c.ui.fps).unwrap_or(5);
     let keys = config.map(|c| c.keys).unwrap_or_default();
     let (events, commands, reader, live) = match connect(&run.socket(), after).await {
         Ok(conn) => {

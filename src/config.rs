@@ -216,6 +216,79 @@ pub struct SelfTrainingConfig {
     /// Cap on labels added per round as a fraction of the pool (1.0 = no cap).
     #[serde(default = "one")]
     pub max_growth: f64,
+    /// "rounds": offline pseudo-label rounds; "fixmatch": online consistency training (each
+    /// step pseudo-labels a weak view of unlabelled images and trains on a strong view).
+    #[serde(default)]
+    pub mode: SelfTrainingMode,
+    /// Rounds mode: when automatic rounds start. "after_epochs": after `train.epochs`
+    /// supervised epochs, then every `epochs_per_round`; "plateau": as soon as validation
+    /// accuracy has not improved for `patience` epochs in the current phase (those epoch counts
+    /// are then maxima).
+    #[serde(default)]
+    pub trigger: RoundTrigger,
+    /// For `trigger = "plateau"`: epochs without a better validation accuracy that end a phase.
+    #[serde(default = "default_patience")]
+    pub patience: u32,
+    /// Ramp λ (`pseudo_weight`) up linearly over this many rounds: round r trains with
+    /// λ·min(1, r / N). 0 = the full λ from the first round.
+    #[serde(default)]
+    pub pseudo_weight_rampup_rounds: u32,
+    /// Train on soft pseudo-labels (the prediction sharpened with `temperature`) instead of hard
+    /// ones.
+    #[serde(default)]
+    pub soft_labels: bool,
+    /// Sharpening temperature T of soft labels: p_c^(1/T), renormalised (T < 1 sharpens).
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// Rounds mode: re-initialise the model (the pretrained weights, or the seeded
+    /// initialisation when training from scratch) before training on each round's labels.
+    #[serde(default)]
+    pub reinit: bool,
+    /// Rounds mode: predict at most this many pool images per round (a seeded sample, new each
+    /// round); labels chosen in earlier rounds outside the sample are kept. 0 = the whole pool.
+    #[serde(default)]
+    pub round_pool: usize,
+    /// Epochs of labelled (+ pseudo-labelled) training repeat their set, reshuffled, until they
+    /// hold at least this many images, so that a few hundred labels do not make every epoch
+    /// mostly validation. 0 = one pass. Applies with self-training off as well.
+    #[serde(default)]
+    pub min_epoch_images: usize,
+    /// FixMatch mode: unlabelled images per step, as a multiple μ of `train.batch_size`.
+    #[serde(default = "default_mu")]
+    pub mu: usize,
+    /// FixMatch mode: weight λ_u of the unlabelled loss.
+    #[serde(default = "one")]
+    pub unlabelled_weight: f64,
+    /// FixMatch mode: steps per epoch (0 = one pass over the unlabelled pool).
+    #[serde(default)]
+    pub steps_per_epoch: usize,
+    /// Keep an exponential moving average of the weights (updated every step) and use it to
+    /// pseudo-label and to validate.
+    #[serde(default)]
+    pub ema: bool,
+    /// Decay of the weight average.
+    #[serde(default = "default_ema_decay")]
+    pub ema_decay: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfTrainingMode {
+    /// Offline rounds: predict the pool, select, train on labelled + pseudo-labelled.
+    #[default]
+    Rounds,
+    /// Online FixMatch-style consistency training.
+    Fixmatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundTrigger {
+    /// After the supervised epochs, then every `epochs_per_round` epochs.
+    #[default]
+    AfterEpochs,
+    /// When validation accuracy has not improved for `patience` epochs.
+    Plateau,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -307,8 +380,21 @@ fn default_pseudo_weight() -> f64 {
 fn default_top_k() -> usize {
     500
 }
+fn default_patience() -> u32 {
+    2
+}
+fn default_temperature() -> f32 {
+    0.5
+}
+fn default_mu() -> usize {
+    3
+}
+fn default_ema_decay() -> f64 {
+    0.999
+}
 fn default_fps() -> u32 {
-    10
+    // Five frames a second keeps an 80x24 dashboard under ~2 KB/s over SSH.
+    5
 }
 
 impl Default for ModelConfig {
@@ -542,6 +628,66 @@ impl Config {
                 "max_growth",
                 format!("must be in (0, 1], got {}", s.max_growth),
             ));
+        }
+        if !(s.min_threshold > 0.0 && s.min_threshold <= 1.0) {
+            return Err(bad(
+                "self_training",
+                "min_threshold",
+                format!("must be in (0, 1], got {}", s.min_threshold),
+            ));
+        }
+        if !(s.temperature > 0.0 && s.temperature <= 1.0) {
+            return Err(bad(
+                "self_training",
+                "temperature",
+                format!("must be in (0, 1], got {}", s.temperature),
+            ));
+        }
+        if !at_least_zero(s.unlabelled_weight) {
+            return Err(bad(
+                "self_training",
+                "unlabelled_weight",
+                format!("must be >= 0, got {}", s.unlabelled_weight),
+            ));
+        }
+        if !(0.0..1.0).contains(&s.ema_decay) {
+            return Err(bad(
+                "self_training",
+                "ema_decay",
+                format!("must be in [0, 1), got {}", s.ema_decay),
+            ));
+        }
+        if s.trigger == RoundTrigger::Plateau && s.patience == 0 {
+            return Err(bad(
+                "self_training",
+                "patience",
+                "must be at least 1".into(),
+            ));
+        }
+        if s.mode == SelfTrainingMode::Fixmatch {
+            let rounds_only = [
+                (
+                    "policy",
+                    s.policy == SelectionPolicy::TopK,
+                    "policy = \"top_k\"",
+                ),
+                (
+                    "trigger",
+                    s.trigger != RoundTrigger::AfterEpochs,
+                    "trigger = \"plateau\"",
+                ),
+                ("reinit", s.reinit, "reinit = true"),
+                ("round_pool", s.round_pool > 0, "round_pool"),
+            ];
+            for (key, set, what) in rounds_only {
+                if set {
+                    return Err(bad(
+                        "self_training",
+                        key,
+                        format!("{what} is for mode = \"rounds\"; mode = \"fixmatch\" selects every step"),
+                    ));
+                }
+            }
         }
         if s.enabled && d.labels_per_class == 0 && d.unlabelled.is_none() {
             return Err(bad(

@@ -70,13 +70,24 @@ impl Narrator {
                 precision,
                 threshold,
                 csv,
+                thresholds,
+                online,
                 ..
-            } => Some(format!(
-                "round {round}: +{added} pseudo-labels, {total} in use (threshold {threshold:.2}){} -> {csv}",
-                precision
-                    .map(|p| format!(", precision {:.1}%", p * 100.0))
-                    .unwrap_or_default()
-            )),
+            } => {
+                let lo = thresholds.iter().copied().fold(*threshold, f32::min);
+                let thr = if lo < *threshold - 1e-6 {
+                    format!("threshold {threshold:.2}, per class from {lo:.2}")
+                } else {
+                    format!("threshold {threshold:.2}")
+                };
+                Some(format!(
+                    "{}round {round}: +{added} pseudo-labels, {total} in use ({thr}){} -> {csv}",
+                    if *online { "online " } else { "" },
+                    precision
+                        .map(|p| format!(", precision {:.1}%", p * 100.0))
+                        .unwrap_or_default()
+                ))
+            }
             Event::Paused { epoch, step } => Some(format!("paused in epoch {epoch} at batch {step}")),
             Event::Resumed => Some("resumed".into()),
             Event::ThresholdChanged { value } => Some(format!("threshold set to {value:.2}")),

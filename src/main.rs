@@ -105,6 +105,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// CPU speed of wick's models and kernels against candle's plain ops and, when it is
+    /// installed, PyTorch (bench/reference.py), measured in one invocation.
+    Bench {
+        /// Tiny iteration counts: checks the code path in seconds, numbers are meaningless.
+        #[arg(long)]
+        quick: bool,
+        /// Only rows whose name contains one of these.
+        #[arg(long)]
+        filter: Vec<String>,
+        /// The whole report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// (Re)write runs/<id>/report.md and its plots from the run's events.
     Report {
         /// Run directory (runs/<run-id>).
@@ -176,6 +189,11 @@ impl How {
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before any tensor work or thread: keep candle's spinning elementwise pool off.
+    wick::ops::init_cpu();
+    if wick::bench::is_child() {
+        return report(wick::bench::child_main().map_err(anyhow::Error::from));
+    }
     let cli = Cli::parse();
     match cli.command {
         Cmd::Train {
@@ -213,6 +231,11 @@ fn main() -> ExitCode {
             json,
         } => report(predict(model, &images, arch, channels, size, top, json)),
         Cmd::Convert { input, output } => report(convert(&input, &output)),
+        Cmd::Bench {
+            quick,
+            filter,
+            json,
+        } => report(bench(quick, filter, json)),
         Cmd::Report { run } => report(
             wick::report::write_report(&run)
                 .map(|p| println!("wrote {}", p.display()))
@@ -641,5 +664,23 @@ fn convert(input: &Path, output: &Path) -> anyhow::Result<()> {
         elements as f64 / 1e6,
         output.display()
     );
+    Ok(())
+}
+
+fn bench(quick: bool, filter: Vec<String>, json: bool) -> anyhow::Result<()> {
+    let mut opts = if quick {
+        wick::bench::BenchOptions::quick()
+    } else {
+        wick::bench::BenchOptions::full()
+    };
+    opts.filter = filter;
+    // Each model row runs in a fresh child of this executable, for an honest peak RSS.
+    opts.child = wick::bench::ChildCommand::current_exe(["bench"]).ok();
+    let report = wick::bench::run(&opts)?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
     Ok(())
 }

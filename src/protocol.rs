@@ -24,7 +24,8 @@ pub enum Command {
     SaveCheckpoint,
     /// Run a pseudo-label round at the next batch boundary.
     PseudoLabelRound,
-    /// Change the pseudo-label confidence threshold (0..1) for the following rounds.
+    /// Change the pseudo-label confidence threshold (0..1]: for the following rounds, or from
+    /// the next step in the online mode. Answered by `ThresholdChanged` (or a warning).
     SetThreshold { value: f32 },
     /// Change the base learning rate from the next step on (the schedule scales it).
     SetLearningRate { value: f64 },
@@ -207,6 +208,10 @@ pub enum Event {
         round: u32,
         pool: usize,
         threshold: f32,
+        /// True for a round of the online (FixMatch-style) mode: no pool prediction; the round
+        /// spans its epochs, each reported by a `RoundFinished`.
+        #[serde(default)]
+        online: bool,
     },
     /// A pseudo-label round selected its labels.
     RoundFinished {
@@ -228,6 +233,14 @@ pub enum Event {
         /// A few of the adopted labels, for the dashboard.
         #[serde(default)]
         samples: Vec<SampleNote>,
+        /// The confidence threshold each class was held to (per-class policies); empty when
+        /// every class had `threshold`.
+        #[serde(default)]
+        thresholds: Vec<f32>,
+        /// True for the online mode's end-of-epoch report: the labels in use are the unlabelled
+        /// images whose weak view passed the threshold during the epoch.
+        #[serde(default)]
+        online: bool,
     },
     /// The engine finished its batch and is idle.
     Paused {

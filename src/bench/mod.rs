@@ -69,7 +69,7 @@ impl ChildCommand {
 /// Where the PyTorch reference lives.
 #[derive(Debug, Clone)]
 pub struct Reference {
-    /// Python interpreter (`/usr/bin/python3` where it exists, else `python3`).
+    /// Python interpreter with `torch` importable.
     pub python: PathBuf,
     /// `bench/reference.py`.
     pub script: PathBuf,
@@ -77,19 +77,31 @@ pub struct Reference {
 
 impl Reference {
     /// `bench/reference.py` from the current directory or from the source tree this binary
-    /// was built from, if either exists.
+    /// was built from, run by the first of `$WICK_BENCH_PYTHON`, `python3` (on `PATH`) and
+    /// `/usr/bin/python3` that can `import torch`; `None` if there is no script or no such
+    /// interpreter.
     pub fn auto() -> Option<Reference> {
         let candidates = [
             PathBuf::from("bench/reference.py"),
             Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/reference.py"),
         ];
         let script = candidates.into_iter().find(|p| p.is_file())?;
-        let python = if Path::new("/usr/bin/python3").exists() {
-            PathBuf::from("/usr/bin/python3")
-        } else {
-            PathBuf::from("python3")
-        };
-        Some(Reference { python, script })
+        let pythons = std::env::var_os("WICK_BENCH_PYTHON")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from("python3"), PathBuf::from("/usr/bin/python3")]);
+        for python in pythons {
+            let ok = Command::new(&python)
+                .args(["-c", "import torch"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Some(Reference { python, script });
+            }
+        }
+        None
     }
 }
 
@@ -338,7 +350,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             Err(e) => notes.push(format!("PyTorch column skipped: {e}")),
         }
     } else {
-        notes.push("PyTorch column skipped: no bench/reference.py".into());
+        notes.push(
+            "PyTorch column skipped: no bench/reference.py, or no python3 that imports torch \
+             (set WICK_BENCH_PYTHON)"
+                .into(),
+        );
     }
     if opts.child.is_none() && !specs.is_empty() {
         notes.push(
@@ -414,7 +430,10 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             flops: kind.flops(&shapes),
         });
     }
-    if rows.iter().any(|r| r.name == "maxpool3x3s2-fwd-bwd" && r.candle.is_some()) {
+    if rows
+        .iter()
+        .any(|r| r.name == "maxpool3x3s2-fwd-bwd" && r.candle.is_some())
+    {
         notes.push(
             "max-pool candle column: candle's max_pool2d has no padding and no backward for \
              kernel != stride; its column is wick's composition of candle ops"
@@ -523,7 +542,10 @@ fn run_reference(
         )));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'));
     let parsed: ReferenceOutput = serde_json::from_str(last.unwrap_or(""))
         .map_err(|e| BenchError::Reference(format!("unreadable output: {e}")))?;
     Ok((

@@ -76,7 +76,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
 fn status_kb(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Resets `VmHWM` to the current RSS (Linux `clear_refs` 5); false where unsupported.
@@ -116,8 +121,13 @@ pub fn run_model(spec: &ModelSpec) -> Result<Measure, BenchError> {
             0.9,
             false,
         );
-        let x = Tensor::randn(0f32, 1., (spec.batch, spec.in_channels, spec.px, spec.px), &dev)
-            .map_err(err)?;
+        let x = Tensor::randn(
+            0f32,
+            1.,
+            (spec.batch, spec.in_channels, spec.px, spec.px),
+            &dev,
+        )
+        .map_err(err)?;
         let labels: Vec<u32> = (0..spec.batch as u32).map(|i| i % CLASSES as u32).collect();
         let y = Tensor::from_vec(labels, spec.batch, &dev).map_err(err)?;
         let secs = if spec.train {
@@ -223,8 +233,8 @@ impl OpKind {
         let (n, c, h, w) = s.conv;
         match self {
             OpKind::ConvForward => format!("conv {c}->{c} 3x3 pad 1 on {n}x{c}x{h}x{w}, forward"),
-            OpKind::ConvInputGrad => format!("same conv, input gradient"),
-            OpKind::ConvWeightGrad => format!("same conv, weight gradient"),
+            OpKind::ConvInputGrad => "same conv, input gradient".to_string(),
+            OpKind::ConvWeightGrad => "same conv, weight gradient".to_string(),
             OpKind::BatchNormTrain => {
                 let (n, c, h, w) = s.bn;
                 format!("BatchNorm2d train fwd+bwd on {n}x{c}x{h}x{w}")
@@ -284,8 +294,9 @@ pub fn run_op(
             }
             OpKind::BatchNormTrain => {
                 let (n, c, h, w) = shapes.bn;
-                let x = Var::from_tensor(&Tensor::randn(0f32, 1., (n, c, h, w), &dev).map_err(err)?)
-                    .map_err(err)?;
+                let x =
+                    Var::from_tensor(&Tensor::randn(0f32, 1., (n, c, h, w), &dev).map_err(err)?)
+                        .map_err(err)?;
                 let g = Var::ones(c, DType::F32, &dev).map_err(err)?;
                 let b = Var::zeros(c, DType::F32, &dev).map_err(err)?;
                 time_it(warmup, reps, || {
@@ -303,8 +314,9 @@ pub fn run_op(
             }
             OpKind::MaxPool => {
                 let (n, c, h, w) = shapes.pool;
-                let x = Var::from_tensor(&Tensor::randn(0f32, 1., (n, c, h, w), &dev).map_err(err)?)
-                    .map_err(err)?;
+                let x =
+                    Var::from_tensor(&Tensor::randn(0f32, 1., (n, c, h, w), &dev).map_err(err)?)
+                        .map_err(err)?;
                 time_it(warmup, reps, || {
                     let y = ops::max_pool2d(x.as_tensor(), 3, 2, 1)?;
                     y.sum_all()?.backward()?;
@@ -315,8 +327,14 @@ pub fn run_op(
                 let s = shapes.gemm;
                 let a = Tensor::randn(0f32, 1., (s, s), &dev).map_err(err)?;
                 let b = Tensor::randn(0f32, 1., (s, s), &dev).map_err(err)?;
-                let av = a.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?;
-                let bv = b.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?;
+                let av = a
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(err)?;
+                let bv = b
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(err)?;
                 let mut cv = vec![0f32; s * s];
                 time_it(warmup, reps, || {
                     match backend {

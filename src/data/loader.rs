@@ -157,9 +157,24 @@ impl Loader {
         seed: u64,
         epoch: u64,
     ) -> BatchIter {
+        self.batches_from(order, 0, batch_size, aug, seed, epoch)
+    }
+
+    /// [`Loader::batches`] over `order[start..]`, each image augmented exactly as in the pass
+    /// over the whole `order` (repeats of an index are counted from the start of `order`), so
+    /// that a pass resumed mid-way gives the same batches as an uninterrupted one.
+    pub fn batches_from(
+        &self,
+        order: Vec<usize>,
+        start: usize,
+        batch_size: usize,
+        aug: AugmentKind,
+        seed: u64,
+        epoch: u64,
+    ) -> BatchIter {
         let batch_size = batch_size.max(1);
         let mut seen = vec![0u64; self.shared.paths.len()];
-        let repeats = order
+        let repeats: Vec<u64> = order
             .iter()
             .map(|&i| {
                 seen.get_mut(i).map_or(0, |n| {
@@ -168,9 +183,10 @@ impl Loader {
                 })
             })
             .collect();
+        let start = start.min(order.len());
         let plan = Arc::new(Plan {
-            order,
-            repeats,
+            order: order[start..].to_vec(),
+            repeats: repeats[start..].to_vec(),
             batch_size,
             aug,
             seed,
@@ -597,6 +613,25 @@ mod tests {
                 .collect();
             assert_ne!(reference, other, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_pass_resumed_mid_way_gives_the_same_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = write_images(dir.path(), 6, 8, 8);
+        let loader = Loader::new(paths, grey(8), 2, 16);
+        let order: Vec<usize> = (0..6).chain(0..6).chain(0..6).collect(); // repeats
+        let kind = AugmentKind::Train(Augment::FlipCrop);
+        let whole: Vec<Batch> = loader.batches(order.clone(), 4, kind, 5, 2).collect();
+        let rest: Vec<Batch> = loader
+            .batches_from(order.clone(), 8, 4, kind, 5, 2)
+            .collect();
+        assert_eq!(rest.len(), whole.len() - 2);
+        assert_eq!(rest, whole[2..].to_vec());
+        // Slicing the order instead restarts the repeat count: different views.
+        let sliced: Vec<Batch> = loader.batches(order[8..].to_vec(), 4, kind, 5, 2).collect();
+        assert_ne!(sliced, whole[2..].to_vec());
+        assert_eq!(loader.batches_from(order, 99, 4, kind, 5, 2).count(), 0);
     }
 
     #[test]

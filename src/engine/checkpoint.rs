@@ -91,6 +91,10 @@ pub struct TrainState {
     /// epoch started with (it finishes with the order and targets it began with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch_plan: Option<EpochPlan>,
+    /// Self-training state beyond the round counters and `pseudo` (soft targets, the plateau
+    /// trigger's phase, the online mode's tallies); empty in checkpoints written before it.
+    #[serde(default)]
+    pub ssl: crate::engine::rounds::SslState,
 }
 
 /// A checkpoint read back from disk.
@@ -312,6 +316,7 @@ mod tests {
                 round: 0,
                 pseudo: Vec::new(),
             }),
+            ssl: Default::default(),
         }
     }
 

@@ -4,9 +4,12 @@
 pub mod checkpoint;
 pub mod dataset;
 pub mod device;
+pub mod ema;
+pub mod fixmatch;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod rounds;
 pub mod runner;
 pub mod schedule;
 pub mod self_training;

@@ -7,22 +7,21 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::checkpoint::{self, EpochPlan, PseudoLabel, TrainState};
 use super::dataset::RunData;
 use super::metrics::{argmax, Evaluation};
-use super::self_training::{self, PoolPrediction};
-use super::{loss, optim, schedule, EngineError, Resume};
+use super::self_training;
+use super::{loss, optim, rounds, schedule, EngineError, Resume};
 use crate::config::{Config, Freeze};
 use crate::data::{AugmentKind, Loader, Preprocess};
 use crate::hub::EventHub;
 use crate::model::{self, Classifier};
 use crate::protocol::{Command, DataSizes, Event, Level, Phase, SampleNote, Summary};
 use crate::rundir::RunDir;
+
+mod ssl;
 
 /// Coalesce batch events to about ten a second.
 const BATCH_EVENT_INTERVAL_S: f64 = 0.1;
@@ -60,6 +59,8 @@ pub struct Runner {
     started: Instant,
     /// The latest validation pass, for the final summary.
     last_eval: Option<Evaluation>,
+    /// Self-training's teacher, re-initialisation weights and lookups (see `ssl`).
+    ssl: ssl::Runtime,
 }
 
 impl Runner {
@@ -133,7 +134,8 @@ impl Runner {
             &cfg.model,
             cfg.train.weight_decay,
         );
-        let mut opt = optim::build(&cfg.train, groups);
+        let opt = optim::build(&cfg.train, groups);
+        let (ssl, mut opt) = ssl::Runtime::new(&cfg, &varmap, &device, &data, opt)?;
 
         let mut state = TrainState {
             epoch: 0,
@@ -156,6 +158,7 @@ impl Runner {
             epoch_seen: 0,
             config_toml: cfg.to_toml(),
             epoch_plan: None,
+            ssl: Default::default(),
         };
         let resumed = resume.is_some();
         let mut resume_warnings = Vec::new();
@@ -190,6 +193,7 @@ impl Runner {
             stop_requested: false,
             started: Instant::now(),
             last_eval: None,
+            ssl,
         })
     }
 
@@ -203,11 +207,6 @@ impl Runner {
         } else {
             0
         }
-    }
-
-    fn planned_epochs(&self) -> u32 {
-        self.cfg.train.epochs
-            + self.self_training_rounds() * self.cfg.self_training.epochs_per_round
     }
 
     /// Runs to the end of the plan (or a `Stop`) and returns the summary.
@@ -268,17 +267,12 @@ impl Runner {
             }
         }
 
-        let epr = self.cfg.self_training.epochs_per_round;
         while !self.stop_requested {
-            let rounds = self.self_training_rounds();
-            let auto_due = self.state.auto_rounds < rounds
-                && self.state.batch_in_epoch == 0
-                && self.state.epoch >= self.cfg.train.epochs + self.state.auto_rounds * epr;
-            if auto_due {
+            if self.auto_round_due() {
                 self.pseudo_label_round(true)?;
                 continue;
             }
-            if self.state.epoch >= self.planned_epochs() {
+            if self.plan_done() {
                 break;
             }
             self.train_epoch()?;
@@ -301,6 +295,9 @@ impl Runner {
 
     /// Learning rate at a fractional position of the current phase.
     fn lr_now(&self, batch: u32, batches: u32) -> f64 {
+        if let Some(lr) = self.online_lr(batch, batches) {
+            return lr;
+        }
         let frac = batch as f64 / batches.max(1) as f64;
         let base = self.state.base_lr;
         if self.state.epoch < self.cfg.train.epochs && self.state.auto_rounds == 0 {
@@ -336,15 +333,17 @@ impl Runner {
                 targets.insert(i, (l as u32, 1.0));
             }
         }
-        let w = self.cfg.self_training.pseudo_weight as f32;
+        if self.online_epoch() {
+            return (self.online_order(epoch), targets);
+        }
+        let w = self.pseudo_weight_now() as f32;
         for p in pseudo {
             targets.entry(p.index).or_insert((p.label, w));
         }
         let mut order: Vec<usize> = targets.keys().copied().collect();
         order.sort_unstable();
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(self.state.seed.wrapping_mul(0x9e37_79b9) ^ epoch as u64);
-        order.shuffle(&mut rng);
+        let min_images = self.cfg.self_training.min_epoch_images;
+        let order = rounds::epoch_permutation(order, self.state.seed, epoch, min_images);
         (order, targets)
     }
 
@@ -367,7 +366,12 @@ impl Runner {
             images: order.len(),
         });
         let skip = self.state.batch_in_epoch as usize * bs;
-        let rest: Vec<usize> = order.get(skip..).unwrap_or(&[]).to_vec();
+        let mut online = if self.online_epoch() {
+            self.online_streams(epoch, self.state.batch_in_epoch as usize)
+        } else {
+            None
+        };
+        let soft = self.soft_map();
         let aug = AugmentKind::Train(self.cfg.data.augment);
         let freeze = self.cfg.model.freeze == Freeze::Backbone;
         let smoothing = self.cfg.train.label_smoothing;
@@ -380,9 +384,9 @@ impl Runner {
         let mut skipped_files = 0usize;
         let epoch_start = Instant::now();
         let mut lr = self.lr_now(self.state.batch_in_epoch, batches);
-        for batch in self
-            .train_loader
-            .batches(rest, bs, aug, self.state.seed, epoch as u64)
+        for batch in
+            self.train_loader
+                .batches_from(order, skip, bs, aug, self.state.seed, epoch as u64)
         {
             for (idx, err) in &batch.skipped {
                 skipped_files += 1;
@@ -408,8 +412,16 @@ impl Runner {
                 Some(Tensor::from_vec(ws, n, &self.device)?)
             };
             lr = self.lr_now(self.state.batch_in_epoch, batches);
-            let logits = self.net.forward_t(&x, true, freeze)?;
-            let loss = loss::cross_entropy(&logits, &y, weights.as_ref(), smoothing)?;
+            let (logits, loss) = if self.online_epoch() {
+                self.online_step(&mut online, &x, &y, freeze, smoothing)?
+            } else {
+                let logits = self.net.forward_t(&x, true, freeze)?;
+                let loss = match self.soft_batch_targets(&soft, &batch.indices, &ys, smoothing)? {
+                    Some(q) => loss::soft_cross_entropy(&logits, &q, weights.as_ref())?,
+                    None => loss::cross_entropy(&logits, &y, weights.as_ref(), smoothing)?,
+                };
+                (logits, loss)
+            };
             let grads = loss.backward()?;
             self.opt.step(&grads, lr)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
@@ -424,14 +436,16 @@ impl Runner {
 
             self.state.batch_in_epoch += 1;
             self.state.global_step += 1;
-            self.state.images_seen += n as u64;
+            // Online steps also process unlabelled views (weak + kept strong).
+            let processed = n + std::mem::take(&mut self.ssl.step_images);
+            self.state.images_seen += processed as u64;
             self.state.train_seconds += t0.elapsed().as_secs_f64();
             self.state.epoch_loss_sum += loss_value * n as f64;
             self.state.epoch_correct += correct as u64;
             self.state.epoch_seen += n as u64;
             window_loss += loss_value;
             window_batches += 1;
-            window_images += n;
+            window_images += processed;
             let elapsed = window_start.elapsed().as_secs_f64();
             if elapsed >= BATCH_EVENT_INTERVAL_S || self.state.batch_in_epoch == batches {
                 self.emit(Event::Batch {
@@ -498,6 +512,7 @@ impl Runner {
         });
         self.last_eval = Some(eval);
         tracing::info!(epoch, train_loss, val_acc, lr, "epoch finished");
+        self.after_epoch(epoch, val_acc)?;
         let every = self.cfg.train.checkpoint_every;
         if every > 0 && epoch.is_multiple_of(every) {
             self.save_checkpoint()?;
@@ -523,7 +538,7 @@ impl Runner {
             }
             let n = batch.indices.len();
             let x = Tensor::from_vec(batch.pixels, (n, c, h, w), &self.device)?;
-            let logits = self.net.forward_t(&x, false, false)?;
+            let logits = self.eval_net().forward_t(&x, false, false)?;
             let log_probs = candle_nn::ops::log_softmax(&logits, 1)?;
             let rows: Vec<Vec<f32>> = log_probs.to_vec2()?;
             for (row, &i) in rows.iter().zip(&batch.indices) {
@@ -534,40 +549,6 @@ impl Runner {
             }
         }
         Ok(eval)
-    }
-
-    /// Predicts the pool in eval mode: the most likely class and its probability per image.
-    fn predict_pool(&mut self) -> Result<Vec<PoolPrediction>, EngineError> {
-        let (c, h, w) = self.train_loader.image_shape();
-        let bs = self.cfg.train.batch_size.max(64);
-        let mut preds = Vec::with_capacity(self.data.pool.len());
-        for batch in self.train_loader.batches(
-            self.data.pool.clone(),
-            bs,
-            AugmentKind::Eval,
-            self.state.seed,
-            0,
-        ) {
-            if batch.indices.is_empty() {
-                continue;
-            }
-            let n = batch.indices.len();
-            let x = Tensor::from_vec(batch.pixels, (n, c, h, w), &self.device)?;
-            let probs = candle_nn::ops::softmax(&self.net.forward_t(&x, false, false)?, 1)?;
-            let rows: Vec<Vec<f32>> = probs.to_vec2()?;
-            for (row, &index) in rows.iter().zip(&batch.indices) {
-                let (label, confidence) = argmax(row);
-                preds.push(PoolPrediction {
-                    index,
-                    label: label as u32,
-                    confidence,
-                });
-            }
-            if self.drain_commands_during_round()? == Flow::Stop {
-                break;
-            }
-        }
-        Ok(preds)
     }
 
     /// One pseudo-label round: predict the pool, select, write the CSV, report.
@@ -582,30 +563,44 @@ impl Runner {
             }
             return Ok(());
         }
+        if self.online_mode() {
+            return self.start_online_round(automatic);
+        }
         let round = self.state.round + 1;
         let threshold = self.state.threshold;
+        let st = &self.cfg.self_training;
+        let sample = rounds::round_sample(&self.data.pool, st.round_pool, self.state.seed, round);
         self.emit(Event::RoundStarted {
             round,
-            pool: self.data.pool.len(),
+            pool: sample.len(),
             threshold,
+            online: false,
         });
-        let preds = self.predict_pool()?;
+        let (preds, rows) = self.predict_rows(&sample)?;
         if self.stop_requested {
             return Ok(());
         }
         let classes = self.data.classes.len();
+        let inside: std::collections::HashSet<usize> = sample.iter().copied().collect();
+        let previous_inside = self
+            .state
+            .pseudo
+            .iter()
+            .filter(|l| inside.contains(&l.index))
+            .count();
         let selection = self_training::select(
             &preds,
             classes,
             &self.cfg.self_training,
             threshold,
-            self.state.pseudo.len(),
+            previous_inside,
         );
-        let added = self_training::newly_added(&self.state.pseudo, &selection.labels);
-        let csv = self.write_round_csv(round, &selection.labels)?;
+        let labels = rounds::merge_round(&self.state.pseudo, &sample, selection.labels);
+        let added = self_training::newly_added(&self.state.pseudo, &labels);
+        let csv = self.write_round_csv(round, &labels)?;
         let (per_class, per_class_precision, precision) =
-            self_training::quality(&selection.labels, classes, &self.data.hidden_truth);
-        let samples = self.round_samples(&selection.labels);
+            self_training::quality(&labels, classes, &self.data.hidden_truth);
+        let samples = self.round_samples(&labels);
         if self.state.batch_in_epoch > 0 && self.state.epoch_plan.is_none() {
             // The epoch in progress keeps its order and targets: remember them for a resume.
             self.state.epoch_plan = Some(EpochPlan {
@@ -613,12 +608,14 @@ impl Runner {
                 pseudo: self.state.pseudo.clone(),
             });
         }
-        self.state.pseudo = selection.labels;
+        self.state.ssl.soft = self.soft_rows_for(&labels, &rows);
+        self.state.pseudo = labels;
         self.state.round = round;
         self.state.epochs_in_round = 0;
         if automatic {
             self.state.auto_rounds += 1;
         }
+        self.after_round()?;
         tracing::info!(
             round,
             added,
@@ -637,6 +634,8 @@ impl Runner {
             confidence_hist: self_training::confidence_histogram(&preds, 10),
             csv: csv.display().to_string(),
             samples,
+            thresholds: selection.thresholds,
+            online: false,
         });
         Ok(())
     }

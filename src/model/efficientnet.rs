@@ -88,12 +88,14 @@ impl SameConv {
         if self.depthwise {
             return ops::depthwise_conv2d(x, &self.weight, self.stride, [top, bottom, left, right]);
         }
-        if top == bottom && left == right && top == left {
-            x.conv2d(&self.weight, top, self.stride, 1, 1)
+        let s = (self.stride, self.stride);
+        if top == bottom && left == right {
+            ops::conv2d(x, &self.weight, None, s, (top, left), (1, 1), 1)
         } else {
-            x.pad_with_zeros(2, top, bottom)?
-                .pad_with_zeros(3, left, right)?
-                .conv2d(&self.weight, 0, self.stride, 1, 1)
+            let x = x
+                .pad_with_zeros(2, top, bottom)?
+                .pad_with_zeros(3, left, right)?;
+            ops::conv2d(&x, &self.weight, None, s, (0, 0), (1, 1), 1)
         }
     }
 }

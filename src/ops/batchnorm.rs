@@ -19,7 +19,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::Float;
+use super::kernel::{multiversion, zeroed, Float};
 
 /// Which statistics normalise the input.
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +201,54 @@ struct Stats {
     invstd: Vec<f64>,
 }
 
+/// `y = [relu](x * a + b)` over a plane.
+#[inline(always)]
+fn normalise_plane<T: Float>(y: &mut [T], x: &[T], a: T, b: T, relu: bool) {
+    if relu {
+        let z = T::zero();
+        for (o, &v) in y.iter_mut().zip(x) {
+            let t = v * a + b;
+            *o = if t > z { t } else { z };
+        }
+    } else {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v * a + b;
+        }
+    }
+}
+
+#[inline(always)]
+fn grad_sums_any<T: Float>(dy: &[T], x: &[T], y: &[T], mean: T, relu: bool) -> (f64, f64) {
+    if relu {
+        plane_grad_sums::<T, true>(dy, x, y, mean)
+    } else {
+        plane_grad_sums::<T, false>(dy, x, y, mean)
+    }
+}
+
+#[inline(always)]
+fn dx_any<T: Float>(
+    out: &mut [T],
+    dy: &[T],
+    x: &[T],
+    y: &[T],
+    k: (T, T, T),
+    relu: bool,
+    train: bool,
+) {
+    match (relu, train) {
+        (true, true) => plane_dx::<T, true, true>(out, dy, x, y, k),
+        (false, true) => plane_dx::<T, false, true>(out, dy, x, y, k),
+        (true, false) => plane_dx::<T, true, false>(out, dy, x, y, k),
+        (false, false) => plane_dx::<T, false, false>(out, dy, x, y, k),
+    }
+}
+
+multiversion!(fn normalise_mv[T: Float](y: &mut [T], x: &[T], a: T, b: T, relu: bool) = normalise_plane;);
+multiversion!(fn moments_mv[T: Float](plane: &[T], k: T) -> (f64, f64) = plane_moments;);
+multiversion!(fn grad_sums_mv[T: Float](dy: &[T], x: &[T], y: &[T], mean: T, relu: bool) -> (f64, f64) = grad_sums_any;);
+multiversion!(fn dx_mv[T: Float](out: &mut [T], dy: &[T], x: &[T], y: &[T], k: (T, T, T), relu: bool, train: bool) = dx_any;);
+
 /// One reduction per channel, parallel over channels.
 fn per_channel<T: Float, R: Send>(g: &BnGeom, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
     (0..g.c).into_par_iter().map(f).collect()
@@ -212,6 +260,7 @@ const L: usize = 16;
 const BLOCK: usize = 1024;
 
 /// Sum and sum of squares of `(v - k)` over a plane: `T` lanes within blocks, f64 across them.
+#[inline(always)]
 fn plane_moments<T: Float>(plane: &[T], k: T) -> (f64, f64) {
     let (mut st, mut qt) = (0f64, 0f64);
     for block in plane.chunks(BLOCK) {
@@ -245,7 +294,7 @@ fn batch_stats<T: Float>(g: &BnGeom, x: &[T], eps: f64) -> Stats {
         let k = x[c * hw];
         let (mut s, mut q) = (0.0, 0.0);
         for n in 0..g.n {
-            let (a, b) = plane_moments(&x[(n * g.c + c) * hw..][..hw], k);
+            let (a, b) = moments_mv(&x[(n * g.c + c) * hw..][..hw], k);
             s += a;
             q += b;
         }
@@ -261,25 +310,14 @@ fn batch_stats<T: Float>(g: &BnGeom, x: &[T], eps: f64) -> Stats {
 
 /// `y = [relu](x * scale[c] + shift[c])`, parallel over planes.
 fn normalise<T: Float>(g: &BnGeom, x: &[T], scale: &[T], shift: &[T], relu: bool) -> Vec<T> {
-    let mut y = vec![T::zero(); g.len()];
+    let mut y = zeroed::<T>(g.len());
     let hw = g.hw.max(1);
     y.par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
         .enumerate()
         .for_each(|(p, (yp, xp))| {
             let c = p % g.c;
-            let (a, b) = (scale[c], shift[c]);
-            if relu {
-                let z = T::zero();
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    let t = v * a + b;
-                    *o = if t > z { t } else { z };
-                }
-            } else {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * a + b;
-                }
-            }
+            normalise_mv(yp, xp, scale[c], shift[c], relu)
         });
     y
 }
@@ -420,6 +458,7 @@ struct BnBwd {
 }
 
 /// `Σ dz` and `Σ dz * (x - mean)` over a plane, `dz = dy`, or `dy * (y > 0)` when `RELU`.
+#[inline(always)]
 fn plane_grad_sums<T: Float, const RELU: bool>(dy: &[T], x: &[T], y: &[T], mean: T) -> (f64, f64) {
     let z = T::zero();
     let dz = |d: T, y: T| if RELU && y <= z { z } else { d };
@@ -427,11 +466,7 @@ fn plane_grad_sums<T: Float, const RELU: bool>(dy: &[T], x: &[T], y: &[T], mean:
     for ((dyb, xb), yb) in dy.chunks(BLOCK).zip(x.chunks(BLOCK)).zip(y.chunks(BLOCK)) {
         let mut s = [z; L];
         let mut q = [z; L];
-        let (dc, xc, yc) = (
-            dyb.chunks_exact(L),
-            xb.chunks_exact(L),
-            yb.chunks_exact(L),
-        );
+        let (dc, xc, yc) = (dyb.chunks_exact(L), xb.chunks_exact(L), yb.chunks_exact(L));
         let (dr, xr, yr) = (dc.remainder(), xc.remainder(), yc.remainder());
         for ((d, xv), yv) in dc.zip(xc).zip(yc) {
             let d: &[T; L] = d.try_into().expect("chunk of L");
@@ -455,6 +490,7 @@ fn plane_grad_sums<T: Float, const RELU: bool>(dy: &[T], x: &[T], y: &[T], mean:
 }
 
 /// `dx = a * dz + b * x + c0` over a plane (`b = c0 = 0` in eval mode).
+#[inline(always)]
 fn plane_dx<T: Float, const RELU: bool, const TRAIN: bool>(
     out: &mut [T],
     dy: &[T],
@@ -496,11 +532,7 @@ impl BnBwd {
                 let o = (n * g.c + c) * hw;
                 let (dyp, xp, yp) = (&dy[o..o + hw], &x[o..o + hw], &y[o..o + hw]);
                 let mean = T::from_f64(st.mean[c]);
-                let (a, b) = if self.relu {
-                    plane_grad_sums::<T, true>(dyp, xp, yp, mean)
-                } else {
-                    plane_grad_sums::<T, false>(dyp, xp, yp, mean)
-                };
+                let (a, b) = grad_sums_mv(dyp, xp, yp, mean, self.relu);
                 s += a;
                 q += b;
             }
@@ -509,8 +541,7 @@ impl BnBwd {
         let m = g.count() as f64;
         // dx = a * dz + b * x + c0 per channel.
         let mut coef = Vec::with_capacity(g.c);
-        for c in 0..g.c {
-            let (sdz, sxc) = sums[c];
+        for (c, &(sdz, sxc)) in sums.iter().enumerate() {
             let inv = st.invstd[c];
             let a = self.gamma[c] * inv;
             if self.train {
@@ -524,7 +555,7 @@ impl BnBwd {
         let dgamma: Vec<f64> = (0..g.c).map(|c| sums[c].1 * st.invstd[c]).collect();
         let dbeta: Vec<f64> = sums.iter().map(|p| p.0).collect();
         let _ = self.param_grads.set((dgamma, dbeta));
-        let mut dx = vec![T::zero(); g.len()];
+        let mut dx = zeroed::<T>(g.len());
         let relu = self.relu;
         let train = self.train;
         let hw1 = hw.max(1);
@@ -533,12 +564,7 @@ impl BnBwd {
             let o = p * hw1;
             let n = out.len();
             let (dyp, xp, yp) = (&dy[o..o + n], &x[o..o + n], &y[o..o + n]);
-            match (relu, train) {
-                (true, true) => plane_dx::<T, true, true>(out, dyp, xp, yp, k),
-                (false, true) => plane_dx::<T, false, true>(out, dyp, xp, yp, k),
-                (true, false) => plane_dx::<T, true, false>(out, dyp, xp, yp, k),
-                (false, false) => plane_dx::<T, false, false>(out, dyp, xp, yp, k),
-            }
+            dx_mv(out, dyp, xp, yp, k, relu, train)
         });
         Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
     }

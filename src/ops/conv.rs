@@ -23,7 +23,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{matmul, threads, Float, Mat, SendPtr};
+use super::kernel::{matmul, multiversion, threads, zeroed, Float, Mat, SendPtr};
 
 /// Minimum GEMM width (output pixels per tile) before several images are batched together.
 const MIN_COLS: usize = 256;
@@ -385,6 +385,7 @@ impl Plan {
 
 /// Output positions `o` in `[lo, hi)` read an input inside `[0, size)`:
 /// `0 <= o * s + off < size`, clamped to `[0, out)`.
+#[inline(always)]
 fn valid_range(out: usize, s: usize, off: isize, size: usize) -> (usize, usize) {
     let lo = if off >= 0 {
         0
@@ -506,15 +507,48 @@ impl Geom {
 
 /// Output pixels of `[p0, p1)` whose tap reads a real input row, and the constant offset of
 /// their input index (`p + shift`), for a [`Geom::shifted`] geometry.
+#[inline(always)]
 fn shifted_range(g: &Geom, tap: &Tap, p0: usize, p1: usize) -> (usize, usize, isize) {
+    let shift = tap.offy * g.w as isize + tap.offx;
+    if tap.xlo >= tap.xhi {
+        // No column of this tap reads inside the image.
+        return (p0, p0, shift);
+    }
     let a = (tap.ylo * g.w).clamp(p0, p1);
     let b = (tap.yhi * g.w).clamp(a, p1);
-    (a, b, tap.offy * g.w as isize + tap.offx)
+    (a, b, shift)
+}
+
+/// The part of `[a, b)` whose shifted index lies inside a plane of `len` elements: source
+/// `[s0, s1)` and destination start `d0` (relative to `p0`); `None` when empty.
+#[inline(always)]
+fn shifted_copy(
+    a: usize,
+    b: usize,
+    shift: isize,
+    len: usize,
+    p0: usize,
+) -> Option<(usize, usize, usize)> {
+    let s0 = (a as isize + shift).max(0);
+    let s1 = (b as isize + shift).min(len as isize);
+    if s1 <= s0 {
+        return None;
+    }
+    let d0 = (s0 - shift) as usize - p0;
+    Some((s0 as usize, s1 as usize, d0))
 }
 
 /// Calls `f(i)` for every position `i` (relative to `p0`) in `[a, b)` whose column is outside
 /// the tap's valid columns.
-fn for_invalid_columns(g: &Geom, tap: &Tap, p0: usize, a: usize, b: usize, mut f: impl FnMut(usize)) {
+#[inline(always)]
+fn for_invalid_columns(
+    g: &Geom,
+    tap: &Tap,
+    p0: usize,
+    a: usize,
+    b: usize,
+    mut f: impl FnMut(usize),
+) {
     if tap.xlo == 0 && tap.xhi == g.ow {
         return;
     }
@@ -532,37 +566,43 @@ fn for_invalid_columns(g: &Geom, tap: &Tap, p0: usize, a: usize, b: usize, mut f
 
 /// [`im2col`] of one tap row for a [`Geom::shifted`] geometry: one bulk copy, then the
 /// out-of-image columns and rows set to zero.
+#[inline(always)]
 fn im2col_shifted<T: Float>(g: &Geom, tap: &Tap, plane: &[T], p0: usize, p1: usize, dst: &mut [T]) {
     let (a, b, shift) = shifted_range(g, tap, p0, p1);
     zero(&mut dst[..a - p0]);
     zero(&mut dst[b - p0..]);
     if b > a {
-        // Source indices outside the plane only occur at out-of-image columns (zeroed below).
-        let s0 = (a as isize + shift).max(0) as usize;
-        let s1 = ((b as isize + shift) as usize).min(plane.len());
-        let d0 = (s0 as isize - shift) as usize - p0;
-        dst[d0..d0 + (s1 - s0)].copy_from_slice(&plane[s0..s1]);
-        for i in (a - p0)..d0 {
-            dst[i] = T::zero();
+        match shifted_copy(a, b, shift, plane.len(), p0) {
+            None => zero(&mut dst[a - p0..b - p0]),
+            Some((s0, s1, d0)) => {
+                // Source indices outside the plane only occur at out-of-image columns.
+                dst[d0..d0 + (s1 - s0)].copy_from_slice(&plane[s0..s1]);
+                zero(&mut dst[a - p0..d0]);
+                zero(&mut dst[d0 + (s1 - s0)..b - p0]);
+                for_invalid_columns(g, tap, p0, a, b, |i| dst[i] = T::zero());
+            }
         }
-        for i in d0 + (s1 - s0)..(b - p0) {
-            dst[i] = T::zero();
-        }
-        for_invalid_columns(g, tap, p0, a, b, |i| dst[i] = T::zero());
     }
 }
 
 /// [`col2im`] of one tap row for a [`Geom::shifted`] geometry: zero the out-of-image columns
 /// of `src` (a workspace row), then one bulk add.
-fn col2im_shifted<T: Float>(g: &Geom, tap: &Tap, src: &mut [T], p0: usize, p1: usize, plane: &mut [T]) {
+#[inline(always)]
+fn col2im_shifted<T: Float>(
+    g: &Geom,
+    tap: &Tap,
+    src: &mut [T],
+    p0: usize,
+    p1: usize,
+    plane: &mut [T],
+) {
     let (a, b, shift) = shifted_range(g, tap, p0, p1);
     if b > a {
-        for_invalid_columns(g, tap, p0, a, b, |i| src[i] = T::zero());
-        let s0 = (a as isize + shift).max(0) as usize;
-        let s1 = ((b as isize + shift) as usize).min(plane.len());
-        let d0 = (s0 as isize - shift) as usize - p0;
-        for (d, v) in plane[s0..s1].iter_mut().zip(&src[d0..d0 + (s1 - s0)]) {
-            *d += *v;
+        if let Some((s0, s1, d0)) = shifted_copy(a, b, shift, plane.len(), p0) {
+            for_invalid_columns(g, tap, p0, a, b, |i| src[i] = T::zero());
+            for (d, v) in plane[s0..s1].iter_mut().zip(&src[d0..d0 + (s1 - s0)]) {
+                *d += *v;
+            }
         }
     }
 }
@@ -570,7 +610,8 @@ fn col2im_shifted<T: Float>(g: &Geom, tap: &Tap, src: &mut [T], p0: usize, p1: u
 /// Gathers the patch matrix of output pixels `[p0, p1)` of one image (its group's `Cin/g`
 /// channel planes `x`) into `col` (row-major, `ld` columns, starting at column `off`).
 #[allow(clippy::too_many_arguments)]
-fn im2col<T: Float>(
+#[inline(always)]
+fn im2col_body<T: Float>(
     g: &Geom,
     taps: &[Tap],
     x: &[T],
@@ -616,7 +657,8 @@ fn im2col<T: Float>(
 /// Adds the patch-matrix gradient of output pixels `[p0, p1)` back into the image's input
 /// gradient planes `dx` (the transpose of [`im2col`]).
 #[allow(clippy::too_many_arguments)]
-fn col2im<T: Float>(
+#[inline(always)]
+fn col2im_body<T: Float>(
     g: &Geom,
     taps: &[Tap],
     col: &mut [T],
@@ -655,6 +697,9 @@ fn col2im<T: Float>(
     }
 }
 
+multiversion!(fn im2col[T: Float](g: &Geom, taps: &[Tap], x: &[T], p0: usize, p1: usize, col: &mut [T], ld: usize, off: usize) = im2col_body;);
+multiversion!(fn col2im[T: Float](g: &Geom, taps: &[Tap], col: &mut [T], ld: usize, off: usize, p0: usize, p1: usize, dx: &mut [T]) = col2im_body;);
+
 /// Runs `f(unit, parallel_gemm)` over every unit: in parallel over units, or serially with
 /// parallel GEMMs.
 fn for_units(plan: &Plan, f: impl Fn(usize, bool) + Sync) {
@@ -670,7 +715,7 @@ fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let plan = g.plan();
     let taps = g.taps();
     let (p, hw, kdim, cin_g, cout_g) = (g.p(), g.hw(), g.kdim(), g.cin_g(), g.cout_g());
-    let mut y = vec![T::zero(); g.y_len()];
+    let mut y = zeroed::<T>(g.y_len());
     let yp = SendPtr(y.as_mut_ptr());
     for_units(&plan, |u, par| {
         let (n0, nb, gi) = plan.unit(g, u);
@@ -769,7 +814,7 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let plan = g.plan();
     let taps = g.taps();
     let (p, hw, kdim, cin_g, cout_g) = (g.p(), g.hw(), g.kdim(), g.cin_g(), g.cout_g());
-    let mut dx = vec![T::zero(); g.x_len()];
+    let mut dx = zeroed::<T>(g.x_len());
     let dxp = SendPtr(dx.as_mut_ptr());
     for_units(&plan, |u, par| {
         let (n0, nb, gi) = plan.unit(g, u);
@@ -1167,6 +1212,10 @@ mod tests {
         case((2, 80, 17, 16), (2, 5, 5), (1, 1), (2, 2), (1, 1), 1),
         case((2, 8, 19, 17), (5, 1, 1), (1, 1), (0, 0), (1, 1), 1),
         case((3, 2, 4, 3), (2, 2, 2), (1, 2), (0, 1), (1, 1), 1),
+        case((3, 2, 1, 1), (2, 5, 5), (1, 1), (2, 2), (1, 1), 1),
+        case((2, 3, 2, 2), (3, 5, 5), (1, 1), (2, 2), (1, 1), 3),
+        case((1, 2, 1, 3), (2, 3, 3), (1, 1), (1, 1), (1, 1), 2),
+        case((40, 1, 1, 1), (2, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     ];
 
     fn oshape(c: &Case) -> (usize, usize) {

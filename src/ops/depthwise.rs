@@ -2,11 +2,10 @@
 //! explicit, possibly asymmetric zero padding (TensorFlow "same").
 //!
 //! candle runs a grouped convolution as one convolution per group (per channel here), which is
-//! very slow for the hundreds of channels of an EfficientNet block. This composes it from
-//! candle's own differentiable ops instead: for each of the `k * k` kernel offsets, a strided
-//! view of the padded input times that offset's per-channel weight, summed. It runs on every
-//! device and its backward comes from candle's autograd. A dedicated CPU kernel can replace it
-//! later behind the same signature.
+//! very slow for the hundreds of channels of an EfficientNet block. On the CPU (f32/f64) this
+//! runs [`super::conv2d`] with one group per channel; elsewhere it is composed from candle's
+//! own differentiable ops: for each of the `k * k` kernel offsets, a strided view of the padded
+//! input times that offset's per-channel weight, summed (backward from candle's autograd).
 
 use candle_core::{Result, Tensor};
 
@@ -50,6 +49,22 @@ pub fn depthwise_conv2d(
         candle_core::bail!(
             "depthwise_conv2d: padded input {hp}x{wp} is smaller than the kernel {k}"
         )
+    }
+    if super::backend() == super::Backend::Wick
+        && x.device().is_cpu()
+        && x.dtype() == weight.dtype()
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+    {
+        // wick's convolution kernel, one group per channel.
+        let s = (stride, stride);
+        return if top == bottom && left == right {
+            super::conv2d(x, weight, None, s, (top, left), (1, 1), c)
+        } else {
+            let xp = x
+                .pad_with_zeros(2, top, bottom)?
+                .pad_with_zeros(3, left, right)?;
+            super::conv2d(&xp, weight, None, s, (0, 0), (1, 1), c)
+        };
     }
     let oh = (hp - k) / stride + 1;
     let ow = (wp - k) / stride + 1;

@@ -83,6 +83,73 @@ macro_rules! float_impl {
 float_impl!(f32, WS_F32, F32);
 float_impl!(f64, WS_F64, F64);
 
+/// Whether the CPU has the AVX-512 subset the [`multiversion!`] kernels are compiled for.
+#[inline]
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the CPU has AVX2 and FMA.
+#[inline]
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines `fn $name` that runs the `#[inline(always)]` function `$inner` compiled for
+/// AVX-512 or AVX2 + FMA when the CPU has them, else as built. wick is built for the baseline
+/// x86-64 target (SSE2), so its plain loops only vectorise 4 wide otherwise.
+macro_rules! multiversion {
+    ($vis:vis fn $name:ident [$($gen:tt)*] ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $inner:path;) => {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v4<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+                    $inner($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma,bmi1,bmi2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v3<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+                    $inner($($arg),*)
+                }
+                if $crate::ops::kernel::has_avx512() {
+                    // SAFETY: the CPU has the features `v4` is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if $crate::ops::kernel::has_avx2() {
+                    // SAFETY: as above.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// A zeroed output buffer of `len` elements; large ones are advised to use transparent huge
+/// pages before they are first touched (see [`super::alloc`]).
+pub fn zeroed<T: Float>(len: usize) -> Vec<T> {
+    let v = vec![T::zero(); len];
+    super::alloc::advise(v.as_ptr() as *mut u8, len * std::mem::size_of::<T>());
+    v
+}
+
 /// A raw pointer that rayon workers may share; each worker writes a disjoint region.
 #[derive(Clone, Copy)]
 pub struct SendPtr<T>(pub *mut T);
@@ -189,6 +256,26 @@ pub unsafe fn matmul<T: Float>(
     )
 }
 
+/// `c = a · b` for row-major f32 slices (`m x k`, `k x n`, `m x n`) through [`matmul`] on
+/// all threads (the benchmark's GEMM row).
+pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: the asserts above bound every access.
+    unsafe {
+        matmul(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            n,
+            false,
+            Mat::rm(a.as_ptr(), k),
+            Mat::rm(b.as_ptr(), n),
+            true,
+        );
+    }
+}
+
 /// Helpers shared by the kernels' tests.
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -214,15 +301,5 @@ pub(crate) mod testutil {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max)
-    }
-}
-
-/// `c = a · b` for row-major f32 slices (`m x k`, `k x n`, `m x n`) through [`matmul`] on
-/// all threads (the benchmark's GEMM row).
-pub fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the asserts above bound every access.
-    unsafe {
-        matmul(m, n, k, c.as_mut_ptr(), n, false, Mat::rm(a.as_ptr(), k), Mat::rm(b.as_ptr(), n), true);
     }
 }

@@ -15,6 +15,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Error, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::kernel::{multiversion, zeroed, Float};
+
 /// Max pooling over the last two dimensions of an `[N, C, H, W]` tensor, square `kernel`, square
 /// `stride`, symmetric implicit `-inf` `padding` (PyTorch's `MaxPool2d(kernel, stride, padding)`
 /// with `ceil_mode=False`, `dilation=1`).
@@ -108,16 +110,18 @@ impl Geometry {
 }
 
 /// Float element types the CPU kernel handles (f16/bf16 take the composed path).
-trait PoolElem: WithDType {
+trait PoolElem: Float {
     fn nan(self) -> bool;
 }
 
 impl PoolElem for f32 {
+    #[inline(always)]
     fn nan(self) -> bool {
         self.is_nan()
     }
 }
 impl PoolElem for f64 {
+    #[inline(always)]
     fn nan(self) -> bool {
         self.is_nan()
     }
@@ -130,53 +134,62 @@ struct MaxPool2d {
     argmax: OnceLock<Arc<Vec<u32>>>,
 }
 
-/// Max pooling of one `H x W` plane into `out` / `arg` (`OH x OW`).
+/// Max pooling of one `H x W` plane into `out` / `arg` (`OH x OW`), separably: for each output
+/// row, first the maximum over the window's rows of every input column (contiguous, vectorised),
+/// then over each window's columns. The comparison is PyTorch's: a value wins when it is
+/// greater or NaN, so a NaN in a window propagates. Padding never takes part (it is `-inf`).
+#[inline(always)]
 fn pool_plane<T: PoolElem>(src: &[T], g: &Geometry, out: &mut [T], arg: &mut [u32]) {
+    let mut colv = vec![T::zero(); g.w];
+    let mut coly = vec![0u32; g.w];
     for oy in 0..g.oh {
         // Window rows in padded coordinates: [oy*stride, oy*stride + kernel).
         let y0 = (oy * g.stride).saturating_sub(g.padding);
         let y1 = (oy * g.stride + g.kernel - g.padding).min(g.h);
+        colv.copy_from_slice(&src[y0 * g.w..(y0 + 1) * g.w]);
+        coly.fill(y0 as u32);
+        for y in y0 + 1..y1 {
+            let row = &src[y * g.w..(y + 1) * g.w];
+            let yu = y as u32;
+            for ((b, by), &v) in colv.iter_mut().zip(coly.iter_mut()).zip(row) {
+                let take = (v > *b) | v.nan();
+                *b = if take { v } else { *b };
+                *by = if take { yu } else { *by };
+            }
+        }
         let out = &mut out[oy * g.ow..(oy + 1) * g.ow];
         let arg = &mut arg[oy * g.ow..(oy + 1) * g.ow];
         for ox in 0..g.ow {
             let x0 = (ox * g.stride).saturating_sub(g.padding);
             let x1 = (ox * g.stride + g.kernel - g.padding).min(g.w);
-            // Padding never fills a whole window (padding <= kernel / 2), so a real element
-            // always exists; start from the first one so that an all -inf window still points
-            // at a real element. The first NaN in scan order wins, as in PyTorch.
-            let mut best_i = y0 * g.w + x0;
-            let mut best = src[best_i];
-            if !best.nan() {
-                'win: for y in y0..y1 {
-                    let row = &src[y * g.w..y * g.w + x1];
-                    for (x, &v) in row.iter().enumerate().skip(x0) {
-                        if v > best {
-                            best = v;
-                            best_i = y * g.w + x;
-                        } else if v.nan() {
-                            best = v;
-                            best_i = y * g.w + x;
-                            break 'win;
-                        }
-                    }
+            // Padding never fills a whole window (padding <= kernel / 2): x0 < x1.
+            let mut best = colv[x0];
+            let mut bx = x0;
+            for (x, &v) in colv.iter().enumerate().take(x1).skip(x0 + 1) {
+                if v > best || v.nan() {
+                    best = v;
+                    bx = x;
                 }
             }
             out[ox] = best;
-            arg[ox] = best_i as u32;
+            arg[ox] = coly[bx] * g.w as u32 + bx as u32;
         }
     }
 }
 
+multiversion!(fn pool_plane_mv[T: PoolElem](src: &[T], g: &Geometry, out: &mut [T], arg: &mut [u32]) = pool_plane;);
+
 fn pool_forward<T: PoolElem>(src: &[T], g: &Geometry) -> (Vec<T>, Vec<u32>) {
     let plane_in = g.h * g.w;
     let plane_out = (g.oh * g.ow).max(1);
-    let mut out = vec![T::zero(); g.n * g.c * g.oh * g.ow];
+    let mut out = zeroed::<T>(g.n * g.c * g.oh * g.ow);
     let mut arg = vec![0u32; g.n * g.c * g.oh * g.ow];
+    super::alloc::advise(arg.as_mut_ptr() as *mut u8, arg.len() * 4);
     out.par_chunks_mut(plane_out)
         .zip(arg.par_chunks_mut(plane_out))
         .enumerate()
         .for_each(|(p, (out, arg))| {
-            pool_plane(&src[p * plane_in..(p + 1) * plane_in], g, out, arg)
+            pool_plane_mv(&src[p * plane_in..(p + 1) * plane_in], g, out, arg)
         });
     (out, arg)
 }
@@ -252,7 +265,7 @@ impl MaxPool2dBackward {
                 g.n * g.c * plane_out
             )
         }
-        let mut out = vec![T::zero(); g.n * g.c * plane_in];
+        let mut out = zeroed::<T>(g.n * g.c * plane_in);
         out.par_chunks_mut(plane_in.max(1))
             .enumerate()
             .for_each(|(p, dst)| {

@@ -8,6 +8,7 @@
 //! the environment) so that the same model code runs on candle's plain ops: the benchmark uses
 //! this for its "candle" column, and it is an escape hatch should a kernel misbehave.
 
+pub mod alloc;
 pub mod batchnorm;
 pub mod conv;
 pub mod depthwise;

@@ -27,6 +27,8 @@ pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_ssl;
+#[cfg(test)]
 mod tests_views;
 
 pub use keymap::{action_for, Action, KeyConfig, Keymap};

@@ -514,6 +514,12 @@ pub struct RoundRecord {
     pub confidence_hist: Vec<u64>,
     pub csv: String,
     pub samples: Vec<SampleNote>,
+    /// Per-class thresholds of the round (empty: every class had `threshold`).
+    pub thresholds: Vec<f32>,
+    /// Epochs finished when the round started (the timeline's "when").
+    pub after_epoch: u32,
+    /// A round of the online mode (reported after each of its epochs).
+    pub online: bool,
 }
 
 impl RoundRecord {
@@ -788,9 +794,11 @@ impl App {
         } else {
             self.seconds_per_batch()? * f64::from(p.of.max(p.batches))
         };
+        // Online rounds train through their epochs: their time is already in the epochs'.
         let finished_rounds: Vec<f64> = self
             .rounds
             .iter()
+            .filter(|r| !r.online)
             .filter_map(RoundRecord::seconds)
             .collect();
         let rounds_done = self.rounds.iter().filter(|r| r.is_finished()).count() as u32;
@@ -827,14 +835,26 @@ impl App {
 
     /// The epoch the Classes view compares the latest with (see [`Compare`]).
     pub fn compare_base(&self) -> Option<&EpochRecord> {
-        let latest = self.epochs.last()?;
         match self.nav.compare {
             Compare::PrevEpoch => self.epochs.iter().rev().nth(1),
-            Compare::PrevRound => {
-                let r = phase_round(latest.phase);
-                self.epochs.iter().rev().find(|e| phase_round(e.phase) < r)
-            }
+            Compare::PrevRound => self.round_base(),
         }
+    }
+
+    /// The last epoch before the latest epoch's round began (the end of the previous phase):
+    /// what "change since the last round" is measured against. `None` before any round.
+    pub fn round_base(&self) -> Option<&EpochRecord> {
+        let r = phase_round(self.epochs.last()?.phase);
+        self.epochs.iter().rev().find(|e| phase_round(e.phase) < r)
+    }
+
+    /// Validation accuracy after round `round`: that of its latest finished epoch.
+    pub fn val_acc_after_round(&self, round: u32) -> Option<f64> {
+        self.epochs
+            .iter()
+            .rev()
+            .find(|e| phase_round(e.phase) == round)
+            .map(|e| e.val_acc)
     }
 
     /// Rows of the Classes table for the latest epoch, sorted as asked.
@@ -1180,6 +1200,7 @@ impl App {
                 round,
                 pool,
                 threshold,
+                online,
             } => {
                 self.resume_pending = false;
                 self.log(
@@ -1188,7 +1209,9 @@ impl App {
                     format!("round {round}: predicting {pool} images (threshold {threshold:.2})"),
                 );
                 self.rounds.retain(|r| r.round < round);
+                let after_epoch = self.epochs.last().map_or(0, |e| e.epoch);
                 self.rounds.push(RoundRecord {
+                    after_epoch,
                     round,
                     pool,
                     threshold,
@@ -1202,6 +1225,8 @@ impl App {
                     confidence_hist: Vec::new(),
                     csv: String::new(),
                     samples: Vec::new(),
+                    thresholds: Vec::new(),
+                    online,
                 });
                 self.set_threshold(threshold);
             }
@@ -1216,12 +1241,16 @@ impl App {
                 confidence_hist,
                 csv,
                 samples,
+                thresholds,
+                online,
             } => {
                 let idx = match self.rounds.iter().position(|r| r.round == round) {
                     Some(i) => i,
                     None => {
                         self.rounds.retain(|r| r.round < round);
+                        let after_epoch = self.epochs.last().map_or(0, |e| e.epoch);
                         self.rounds.push(RoundRecord {
+                            after_epoch,
                             round,
                             pool: 0,
                             threshold,
@@ -1235,6 +1264,8 @@ impl App {
                             confidence_hist: Vec::new(),
                             csv: String::new(),
                             samples: Vec::new(),
+                            thresholds: Vec::new(),
+                            online,
                         });
                         self.rounds.len() - 1
                     }
@@ -1257,8 +1288,11 @@ impl App {
                     r.confidence_hist = confidence_hist;
                     r.csv = csv;
                     r.samples = samples;
+                    r.thresholds = thresholds;
+                    r.online = r.online || online;
                 }
-                self.set_threshold(threshold);
+                // `threshold` is the one this round selected with; the current one comes from
+                // `RoundStarted` / `ThresholdChanged` (it may have moved during the round).
             }
             Event::Paused { epoch, step } => {
                 self.log(

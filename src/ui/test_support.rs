@@ -214,6 +214,7 @@ impl Script {
                 round,
                 pool: 20000,
                 threshold: 0.95,
+                online: false,
             },
         );
         let weights = [3usize, 6, 2, 4, 1];
@@ -240,6 +241,8 @@ impl Script {
                 confidence_hist: vec![10, 40, 90, 200, 400, 700, 1100, 1900, 3800, 11760],
                 csv: format!("runs/{RUN_ID}/pseudo_labels/round-{round:02}.csv"),
                 samples: pseudo_samples(),
+                thresholds: Vec::new(),
+                online: false,
             },
         )
     }

@@ -635,7 +635,10 @@ fn per_class_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
         .clamp(4, 14)
         .min(w / 3);
     let with_prec = w >= 50;
-    let right_w = if with_prec { 18 } else { 7 };
+    // Change since the last round (against the last epoch before it), once a round has run.
+    let base = app.round_base();
+    let with_delta = base.is_some() && w >= 36;
+    let right_w = if with_prec { 18 } else { 7 } + if with_delta { 7 } else { 0 };
     let bar_w = w.saturating_sub(name_w + right_w + 3);
     let worst = e
         .per_class
@@ -659,6 +662,17 @@ fn per_class_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
             spans.push(span(cx.g.bar(acc, bar_w), cx.t.bar()));
         }
         let mut right = format!(" {:>6}", pct(acc));
+        if let Some(b) = base.filter(|_| with_delta) {
+            let d = b.per_class.get(i).map_or(String::new(), |bc| {
+                let v = (acc - bc.accuracy()) * 100.0;
+                if v.abs() < 0.05 {
+                    "0.0".into()
+                } else {
+                    format!("{v:+.1}")
+                }
+            });
+            right.push_str(&format!(" {d:>6}"));
+        }
         if with_prec {
             right.push_str(&format!(" prec {:>6}", pct(c.precision())));
         }
@@ -681,7 +695,14 @@ fn per_class_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
         area,
         cx,
         "Per-class accuracy",
-        &[format!("val, epoch {}", e.epoch), format!("ep {}", e.epoch)],
+        &match base.filter(|_| with_delta) {
+            Some(b) => vec![
+                format!("val, epoch {}, change since epoch {}", e.epoch, b.epoch),
+                format!("ep {}, vs ep {}", e.epoch, b.epoch),
+                format!("ep {}", e.epoch),
+            ],
+            None => vec![format!("val, epoch {}", e.epoch), format!("ep {}", e.epoch)],
+        },
         body,
     );
 }
@@ -751,6 +772,27 @@ fn pseudo_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
         (Some(t), None) => vec![format!("threshold {t:.2}"), format!("thr {t:.2}")],
         _ => Vec::new(),
     };
+    // Per-class thresholds of the latest round (adaptive policies): their range first.
+    let range = app
+        .rounds
+        .iter()
+        .rev()
+        .find(|r| r.is_finished())
+        .map(|r| &r.thresholds)
+        .filter(|t| !t.is_empty())
+        .and_then(|t| {
+            let lo = t.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            (hi - lo > 1e-6).then(|| format!("per class {lo:.2}-{hi:.2}"))
+        });
+    let thr: Vec<String> = match range {
+        Some(range) if !thr.is_empty() => {
+            let mut v = vec![format!("{}, {range}", thr[0])];
+            v.extend(thr);
+            v
+        }
+        _ => thr,
+    };
     let title = "Pseudo-labels";
     let Some(run) = &app.run else {
         panel(
@@ -781,8 +823,19 @@ fn pseudo_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
     }
     let w = area.width as usize;
     let room = (area.height as usize).saturating_sub(1);
-    let with_thr = w >= 38;
-    let mut head = format!("{:>4} {:>7} {:>7} {:>7}", "rnd", "added", "total", "prec");
+    // The round timeline: round, when it started (after which epoch), labels added and in use,
+    // their precision, validation accuracy after the round, threshold.
+    let with_val = w >= 36;
+    let with_thr = w >= 42;
+    let with_when = w >= 49;
+    let mut head = format!("{:>4}", "rnd");
+    if with_when {
+        head.push_str(&format!(" {:>6}", "after"));
+    }
+    head.push_str(&format!(" {:>7} {:>7} {:>7}", "added", "total", "prec"));
+    if with_val {
+        head.push_str(&format!(" {:>6}", "val"));
+    }
     if with_thr {
         head.push_str(&format!(" {:>5}", "thr"));
     }
@@ -790,29 +843,39 @@ fn pseudo_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
     let max_rows = room.saturating_sub(3).clamp(1, 4);
     let skip = app.rounds.len().saturating_sub(max_rows);
     for r in app.rounds.iter().skip(skip) {
-        let row = if r.is_finished() {
-            let mut row = format!(
-                "{:>4} {:>7} {:>7} {:>7}",
-                r.round,
+        let mut row = format!("{:>4}", r.round);
+        if with_when {
+            row.push_str(&format!(" {:>6}", format!("ep {}", r.after_epoch)));
+        }
+        if r.is_finished() {
+            row.push_str(&format!(
+                " {:>7} {:>7} {:>7}",
                 r.added,
                 r.total,
                 r.precision.map_or("--".to_string(), pct),
-            );
+            ));
+            if with_val {
+                let val = app
+                    .val_acc_after_round(r.round)
+                    .map_or("--".to_string(), pct);
+                row.push_str(&format!(" {val:>6}"));
+            }
             if with_thr {
                 row.push_str(&format!(" {:>5.2}", r.threshold));
             }
-            row
-        } else {
-            format!(
-                "{:>4} predicting {} images{}",
-                r.round,
-                r.pool,
+        } else if r.online {
+            row.push_str(&format!(
+                " online, first report after its epoch{}",
                 cx.g.ellipsis()
-            )
-        };
+            ));
+        } else {
+            row.push_str(&format!(" predicting {} images{}", r.pool, cx.g.ellipsis()));
+        }
         body.push(Line::raw(cx.g.fit(&row, w)));
     }
     if let Some(r) = app.rounds.iter().rev().find(|r| r.is_finished()) {
+        let per_class_thr = !r.thresholds.is_empty()
+            && r.thresholds.iter().any(|&t| (t - r.threshold).abs() > 1e-6);
         if !r.confidence_hist.is_empty() && body.len() < room {
             let hist: Vec<f64> = r.confidence_hist.iter().map(|&c| c as f64).collect();
             let hi = hist.iter().copied().fold(0.0, f64::max);
@@ -829,7 +892,7 @@ fn pseudo_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
         }
         let left = room.saturating_sub(body.len());
         let classes = &run.classes;
-        let entries: Vec<(String, usize, Option<f64>)> = r
+        let entries: Vec<(String, usize, Option<f64>, Option<f32>)> = r
             .per_class
             .iter()
             .enumerate()
@@ -838,6 +901,7 @@ fn pseudo_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
                     classes.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
                     n,
                     r.per_class_precision.get(i).copied().flatten(),
+                    r.thresholds.get(i).copied().filter(|_| per_class_thr),
                 )
             })
             .collect();
@@ -847,17 +911,19 @@ fn pseudo_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
                 cx.t.bold(),
             )));
             let name_w = 14usize.min(w / 3);
-            for (name, n, p) in &entries {
-                let prec = p.map_or(String::new(), |p| format!("  prec {}", pct(p)));
-                body.push(Line::raw(
-                    cx.g.fit(&format!("  {} {n:>6}{prec}", cx.g.pad(name, name_w)), w),
-                ));
+            for (name, n, p, t) in &entries {
+                let prec = p.map_or(String::new(), |p| format!("  prec {:>6}", pct(p)));
+                let thr = t.map_or(String::new(), |t| format!("  thr {t:.2}"));
+                body.push(Line::raw(cx.g.fit(
+                    &format!("  {} {n:>6}{prec}{thr}", cx.g.pad(name, name_w)),
+                    w,
+                )));
             }
         } else if left > 0 && !entries.is_empty() {
             // Not one line per class: pack "name count" pairs.
             let mut line = String::from(" ");
             let mut lines = Vec::new();
-            for (name, n, _) in &entries {
+            for (name, n, _, _) in &entries {
                 let item = format!("{} {n}  ", cx.g.fit(name, 8));
                 if line.chars().count() + item.chars().count() > w && line.len() > 1 {
                     lines.push(std::mem::replace(&mut line, String::from(" ")));
