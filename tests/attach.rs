@@ -177,6 +177,28 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     assert_eq!(mode(bound.path()), 0o600);
 }
 
+#[test]
+fn a_run_directory_deeper_than_a_socket_path_allows_still_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("a-rather-long-directory-name-".repeat(4));
+    let run = RunDir::create(&deep, "t").unwrap();
+    assert!(run.socket().as_os_str().len() > 108, "longer than sun_path");
+    let hub = EventHub::open(&run.events()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let _guard = rt.enter();
+    let _server = server::bind(&run)
+        .unwrap()
+        .serve(hub, tx, ServeOptions::default())
+        .unwrap();
+    assert!(run.socket().exists());
+    assert_eq!(mode(&run.socket()), 0o600);
+    assert!(server::is_live(&run));
+}
+
 /// Runs `connect` to `socket` as `uid` in a forked child; returns what the server sent, or the
 /// errno of a failed connect.
 fn connect_as(uid: u32, socket: &Path) -> Result<String, i32> {
