@@ -484,15 +484,18 @@ fn scatter_add<T: Float>(dst: &mut [T], src: &[T], step: usize) {
 /// Output pixel segments `(oy, ox0, ox1, position in the range)` of the range `[p0, p1)`.
 #[inline(always)]
 fn segments(ow: usize, p0: usize, p1: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-    let mut p = p0;
+    let (mut oy, mut ox0) = (p0 / ow, p0 % ow);
+    let mut at = 0;
+    let len = p1 - p0;
     std::iter::from_fn(move || {
-        if p >= p1 {
+        if at >= len {
             return None;
         }
-        let (oy, ox0) = (p / ow, p % ow);
-        let ox1 = (ox0 + (p1 - p)).min(ow);
-        let seg = (oy, ox0, ox1, p - p0);
-        p += ox1 - ox0;
+        let ox1 = (ox0 + (len - at)).min(ow);
+        let seg = (oy, ox0, ox1, at);
+        at += ox1 - ox0;
+        oy += 1;
+        ox0 = 0;
         Some(seg)
     })
 }
