@@ -273,9 +273,10 @@ mod tests {
     #[test]
     fn growth_cap_is_class_balanced() {
         let mut c = cfg(SelectionPolicy::Global);
-        c.max_growth = 0.25; // 8 × 0.25 = 2 new labels at most
-                             // Candidates ≥ 0.85: class 0 (0.99, 0.97, 0.96), class 1 (0.96, 0.90, 0.85). Cap 3:
-                             // each class's best (0 and 4), then the best second (1: 0.97 before 5: 0.90).
+        // 8 × 0.25 = 2 new labels at most. Candidates ≥ 0.85: class 0 (0.99, 0.97, 0.96),
+        // class 1 (0.96, 0.90, 0.85). Cap 3: each class's best (0 and 4), then the best
+        // second (1: 0.97 before 5: 0.90).
+        c.max_growth = 0.25;
         let s = select(&table(), 3, &c, 0.85, 1);
         assert_eq!(picked(&s), vec![0, 1, 4]);
         // Cap 5: both seconds, then the best third (2: 0.96 before 6: 0.85).
