@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use support::{count, events, only_run, wait_for, Client, PidGuard};
 use wick::protocol::Event;
 
-/// A private tmux server, killed at the end.
+/// A private tmux server (its socket in a temporary directory), killed at the end.
 struct Tmux {
-    name: String,
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -28,13 +28,15 @@ impl Tmux {
             return None;
         }
         Some(Tmux {
-            name: format!("wick-test-{}-{:?}", std::process::id(), Instant::now()),
+            dir: tempfile::tempdir().expect("tempdir"),
         })
     }
 
     fn run(&self, args: &[&str]) -> Output {
         Command::new("tmux")
-            .args(["-L", &self.name, "-f", "/dev/null"])
+            .arg("-S")
+            .arg(self.dir.path().join("tmux.sock"))
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .expect("tmux")

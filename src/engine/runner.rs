@@ -703,7 +703,7 @@ impl Runner {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Pause => {
-                    if self.pause_until_resumed()? == Flow::Stop {
+                    if self.pause_until_resumed(rounds_allowed)? == Flow::Stop {
                         return Ok(Flow::Stop);
                     }
                 }
@@ -735,7 +735,9 @@ impl Runner {
         Ok(Flow::Continue)
     }
 
-    fn pause_until_resumed(&mut self) -> Result<Flow, EngineError> {
+    /// Idles until `Resume` or `Stop`, handling other commands meanwhile. `rounds_allowed` is
+    /// false when paused inside a round's prediction pass: rounds do not nest.
+    fn pause_until_resumed(&mut self, rounds_allowed: bool) -> Result<Flow, EngineError> {
         self.emit(Event::Paused {
             epoch: self.state.epoch + 1,
             step: self.state.batch_in_epoch,
@@ -765,6 +767,9 @@ impl Runner {
                     return Ok(Flow::Stop);
                 }
                 Command::SaveCheckpoint => self.save_checkpoint()?,
+                Command::PseudoLabelRound if !rounds_allowed => {
+                    self.emit(Event::log(Level::Info, "a round is already running"));
+                }
                 Command::PseudoLabelRound => {
                     self.pseudo_label_round(false)?;
                     if self.stop_requested {
