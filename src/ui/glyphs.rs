@@ -171,22 +171,82 @@ impl Glyphs {
     }
 }
 
-/// Average `values` into at most `width` evenly sized buckets (all of them when fewer).
+/// Averages of consecutive runs of `k` values, `k` the smallest of 1, 2, 3, 4, 6, 8, 12, 16, …
+/// that fits `values` in `width` columns. The runs start at fixed positions, so appending values
+/// only changes the last column until `k` grows: the chart a terminal redraws per frame is one
+/// column, not all of them (a slow link's bandwidth). Between 2/3 and all of `width` is filled.
 pub fn downsample(values: &[f64], width: usize) -> Vec<f64> {
     if width == 0 || values.is_empty() {
         return Vec::new();
     }
-    if values.len() <= width {
-        return values.to_vec();
-    }
-    (0..width)
-        .map(|i| {
-            let a = i * values.len() / width;
-            let b = ((i + 1) * values.len() / width).max(a + 1);
-            let chunk = &values[a..b.min(values.len())];
-            chunk.iter().sum::<f64>() / chunk.len() as f64
-        })
+    let k = bucket_size(values.len(), width);
+    values
+        .chunks(k)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
         .collect()
+}
+
+/// The smallest of 1, 2, 3, 4, 6, 8, 12, … (2^i and 3·2^i) with `ceil(n / k) <= width`.
+fn bucket_size(n: usize, width: usize) -> usize {
+    let mut k = 1;
+    while n.div_ceil(k) > width {
+        // 1 -> 2 -> 3 -> 4 -> 6 -> 8 -> 12 …: 4 -> 6 is 4 + 4/2, 6 -> 8 is 6 + 6/3.
+        k = if k.is_power_of_two() {
+            if k < 2 {
+                2
+            } else {
+                k + k / 2
+            }
+        } else {
+            k + k / 3
+        };
+    }
+    k
+}
+
+/// A chart's value axis: `lo..hi` widened to multiples of a 1-2-5 step of about a tenth of the
+/// span, so that it moves only when the data crosses a step, not with every new minimum (each
+/// move redraws the whole chart).
+pub fn axis_range(lo: f64, hi: f64) -> (f64, f64) {
+    let span = hi - lo;
+    if !(span.is_finite() && span > f64::EPSILON) {
+        return (lo, hi);
+    }
+    let raw = span / 10.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * mag);
+    ((lo / step).floor() * step, (hi / step).ceil() * step)
+}
+
+/// A rate to three significant digits (`1850`, `655`, `65.5`, `6.55`): the digits below
+/// are noise, and a number that flickers is redrawn every frame.
+pub fn three_digits(v: f64) -> String {
+    if !v.is_finite() {
+        return "--".into();
+    }
+    if v >= 100.0 {
+        let mag = 10f64.powi(v.log10().floor() as i32 - 2);
+        format!("{:.0}", (v / mag).round() * mag)
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// An axis value for a title: at most 3 decimals, no trailing zeros (`0.5`, `4`, `0.125`).
+pub fn axis_label(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
+    }
 }
 
 /// `1:02:03` for an hour or more, else `2:03`.
@@ -371,12 +431,48 @@ mod tests {
     #[test]
     fn downsample_averages_buckets() {
         assert_eq!(downsample(&[1.0, 3.0, 5.0, 7.0], 2), vec![2.0, 6.0]);
+        assert_eq!(downsample(&[1.0, 3.0, 5.0, 7.0, 9.0], 2), vec![3.0, 8.0]);
         assert_eq!(downsample(&[1.0, 2.0], 5), vec![1.0, 2.0]);
         assert!(downsample(&[1.0], 0).is_empty());
-        assert_eq!(
-            downsample(&(0..1000).map(f64::from).collect::<Vec<_>>(), 7).len(),
-            7
+        let long: Vec<f64> = (0..1000).map(f64::from).collect();
+        let cols = downsample(&long, 7);
+        assert!(cols.len() <= 7 && cols.len() * 3 >= 7 * 2, "{}", cols.len());
+        assert_eq!(bucket_size(1000, 7), 192);
+        assert_eq!(bucket_size(7, 7), 1);
+        assert_eq!(bucket_size(8, 7), 2);
+        assert_eq!(bucket_size(15, 7), 3);
+        assert_eq!(bucket_size(25, 7), 4);
+        assert_eq!(bucket_size(29, 7), 6);
+    }
+
+    #[test]
+    fn appending_a_value_changes_only_the_last_column() {
+        // Unless the bucket size grows: 200 -> 201 values in 60 columns keeps k = 4.
+        let a: Vec<f64> = (0..200).map(|i| f64::from(i % 7)).collect();
+        let mut b = a.clone();
+        b.push(100.0);
+        let (da, db) = (downsample(&a, 60), downsample(&b, 60));
+        assert_eq!(da[..da.len() - 1], db[..da.len() - 1]);
+    }
+
+    #[test]
+    fn axis_range_snaps_to_steps() {
+        assert_eq!(axis_range(0.211, 3.649), (0.0, 4.0));
+        // A new minimum inside the same step leaves the axis alone.
+        assert_eq!(axis_range(0.205, 3.649), axis_range(0.211, 3.649));
+        let (lo, hi) = axis_range(0.52, 0.58);
+        assert!(
+            (lo - 0.52).abs() < 1e-9 && (hi - 0.58).abs() < 1e-9,
+            "{lo} {hi}"
         );
+        assert_eq!(axis_range(1.0, 1.0), (1.0, 1.0));
+        assert_eq!(axis_label(4.0), "4");
+        assert_eq!(three_digits(1846.4), "1850");
+        assert_eq!(three_digits(655.3), "655");
+        assert_eq!(three_digits(65.53), "65.5");
+        assert_eq!(three_digits(6.553), "6.55");
+        assert_eq!(axis_label(0.30000000000000004), "0.3");
+        assert_eq!(axis_label(0.125), "0.125");
     }
 
     #[test]

@@ -760,6 +760,26 @@ impl App {
         (ips > 0.0 && batch > 0.0).then(|| batch / ips)
     }
 
+    /// Training images/s of the current epoch so far (from event stamps, pauses left out),
+    /// else the last batch event's figure. Steadier than the per-event figure, so the number
+    /// on screen changes (and is redrawn) far less often.
+    pub fn epoch_images_per_s(&self) -> Option<f64> {
+        let p = self.epoch.as_ref()?;
+        let batch = self.run.as_ref().map_or(0, |r| r.batch_size) as f64;
+        if let (Some(start), Some(last)) = (p.started_at_ms, p.last_batch_at_ms) {
+            let active = last.saturating_sub(start).saturating_sub(p.paused_ms);
+            if active > 0 && batch > 0.0 && p.step > 0 {
+                let mut images = f64::from(p.step) * batch;
+                if p.images > 0 {
+                    // The last batch of an epoch can be short.
+                    images = images.min(p.images as f64);
+                }
+                return Some(images / (active as f64 / 1000.0));
+            }
+        }
+        p.images_per_s.map(f64::from)
+    }
+
     /// Seconds left in the current epoch (its remaining batches plus a validation pass as long
     /// as the previous ones), as of the last `Batch` event. `None` before the first batch.
     pub fn epoch_eta_seconds(&self) -> Option<f64> {

@@ -1,8 +1,8 @@
 //! Terminal set-up and restore, the panic hook, and the dashboard's async run loop.
 //!
 //! The loop redraws only when something changed (an event, a key, a resize, a decoded
-//! thumbnail), at most `fps` times a second: a burst of events is folded completely, then drawn
-//! once. When the terminal goes away (SIGHUP, a read or write error) the loop returns
+//! thumbnail). Changes from the event stream are drawn at most `fps` times a second (a burst of
+//! events is folded completely, then drawn once); a key or a resize is drawn at once. When the terminal goes away (SIGHUP, a read or write error) the loop returns
 //! [`DashboardExit::TerminalLost`] and nothing more is written to the terminal. Bytes written
 //! to the terminal and frames drawn are counted in [`DashboardStats`] (for the bandwidth
 //! benchmark, and logged at exit).
@@ -434,13 +434,17 @@ where
                 dirty = true;
             }
             key = next_input(input) => match key {
+                // A key or a resize is answered at once; only the event stream is held to
+                // the frame-rate cap.
                 Some(Ok(TermEvent::Key(k))) => {
                     effects.extend(app.update(Msg::Key(k)));
                     dirty = true;
+                    next_draw = Instant::now();
                 }
                 Some(Ok(TermEvent::Resize(w, h))) => {
                     effects.extend(app.update(Msg::Resize(w, h)));
                     dirty = true;
+                    next_draw = Instant::now();
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return DashboardExit::TerminalLost,

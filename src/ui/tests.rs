@@ -814,6 +814,62 @@ mod run_loop {
         assert!(stats.frames() >= 2, "first frame, then the thumbnails");
     }
 
+    /// At 1 frame a second (on tokio's paused clock): a key is drawn at once; a live event
+    /// waits for the frame interval.
+    #[tokio::test(start_paused = true)]
+    async fn keys_draw_at_once_events_wait_for_the_frame_cap() {
+        let all = finished().events;
+        let mut r = rig(&all[..all.len() - 1]);
+        let (ev_tx, keys_tx) = (r.ev_tx.clone(), r.keys_tx.clone());
+        let stats = crate::ui::DashboardStats::default();
+        let watched = stats.clone();
+        let last = all[all.len() - 1].clone();
+        let start = tokio::time::Instant::now();
+        // The driver polls with 1 ms sleeps: the paused clock only moves when every task waits.
+        let driver = tokio::spawn(async move {
+            // After the first frame: a key, answered without waiting for the 1 s interval.
+            while watched.frames() < 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            keys_tx.send(press('?')).ok();
+            while watched.frames() < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let key_frame = start.elapsed();
+            // Then an event: drawn only when the interval since that frame has passed.
+            ev_tx.send(last).await.ok();
+            while watched.frames() < 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let event_frame = start.elapsed();
+            keys_tx.send(press('d')).ok();
+            (key_frame, event_frame)
+        });
+        let exit = run_loop(
+            &mut r.term,
+            &mut r.app,
+            &mut r.keys,
+            std::future::pending(),
+            &mut r.ev_rx,
+            &r.cmd_tx,
+            1,
+            &stats,
+        )
+        .await;
+        assert_eq!(exit, DashboardExit::Detached);
+        let (key_frame, event_frame) = driver.await.expect("driver");
+        assert!(
+            key_frame < std::time::Duration::from_millis(50),
+            "{key_frame:?}"
+        );
+        assert!(
+            event_frame >= std::time::Duration::from_secs(1),
+            "{event_frame:?}"
+        );
+        assert!(r.app.help, "the key was handled");
+        assert_eq!(r.app.state, RunState::Finished, "the event was folded");
+    }
+
     #[tokio::test]
     async fn closed_event_stream_keeps_the_final_state_until_q() {
         let mut r = rig(&running().events);

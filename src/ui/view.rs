@@ -228,10 +228,9 @@ fn info_line(cx: &Ctx, width: usize) -> Line<'static> {
         parts.push(format!("{} unlabelled", r.sizes.unlabelled));
     }
     parts.push(format!("{} val", r.sizes.val));
+    // The learning rate is on the tabs line: here it would shift the checkpoint path after it
+    // at every change of its width, and redraw the line (bandwidth).
     parts.push(format!("batch {}", r.batch_size));
-    if let Some(lr) = cx.app.learning_rate {
-        parts.push(format!("lr {lr:.3e}"));
-    }
     if r.resumes > 0 {
         parts.push(format!("resumed {}x", r.resumes));
     }
@@ -336,9 +335,9 @@ fn progress_lines(cx: &Ctx, width: usize) -> Vec<Line<'static>> {
             } else if p.validating() {
                 format!("validating{}", cx.g.ellipsis())
             } else {
-                let ips = p
-                    .images_per_s
-                    .map_or("--".to_string(), |v| format!("{v:.0}"));
+                let ips = app
+                    .epoch_images_per_s()
+                    .map_or("--".to_string(), super::glyphs::three_digits);
                 let eta = app.epoch_eta_seconds().map_or("--".to_string(), duration);
                 format!("{ips} img/s ETA {eta}")
             };
@@ -530,8 +529,10 @@ fn loss_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
     }
     let w = area.width as usize;
     let shown = app.loss_series(w);
-    let lo = shown.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = shown.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = super::glyphs::axis_range(
+        shown.iter().copied().fold(f64::INFINITY, f64::min),
+        shown.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
     let last = pts.last().map_or(f64::NAN, |p| f64::from(p.loss));
     let a = app.nav.ema_factor();
     let smooth = if a == 0.0 {
@@ -544,7 +545,11 @@ fn loss_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
         History::Recent => format!("last {}", shown.len()),
     };
     let extra = [
-        format!("{mode}, {smooth}  last {last:.3}  range {lo:.3}-{hi:.3}"),
+        format!(
+            "{mode}, {smooth}  last {last:.3}  axis {}-{}",
+            super::glyphs::axis_label(lo),
+            super::glyphs::axis_label(hi)
+        ),
         format!("{mode}, {smooth}  last {last:.3}"),
         format!("{smooth} {last:.3}"),
         format!("{last:.3}"),
