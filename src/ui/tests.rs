@@ -690,6 +690,10 @@ mod run_loop {
     }
 
     async fn go(r: &mut Rig) -> DashboardExit {
+        go_with(r, 1000, &crate::ui::DashboardStats::default()).await
+    }
+
+    async fn go_with(r: &mut Rig, fps: u32, stats: &crate::ui::DashboardStats) -> DashboardExit {
         run_loop(
             &mut r.term,
             &mut r.app,
@@ -697,8 +701,8 @@ mod run_loop {
             std::future::pending(),
             &mut r.ev_rx,
             &r.cmd_tx,
-            1000,
-            &crate::ui::DashboardStats::default(),
+            fps,
+            stats,
         )
         .await
     }
@@ -785,16 +789,7 @@ mod run_loop {
         let stats = crate::ui::DashboardStats::default();
         let exit = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            run_loop(
-                &mut r.term,
-                &mut r.app,
-                &mut r.keys,
-                std::future::pending(),
-                &mut r.ev_rx,
-                &r.cmd_tx,
-                1000,
-                &stats,
-            ),
+            go_with(&mut r, 1000, &stats),
         )
         .await
         .expect("loop ends");
@@ -845,17 +840,7 @@ mod run_loop {
             keys_tx.send(press('d')).ok();
             (key_frame, event_frame)
         });
-        let exit = run_loop(
-            &mut r.term,
-            &mut r.app,
-            &mut r.keys,
-            std::future::pending(),
-            &mut r.ev_rx,
-            &r.cmd_tx,
-            1,
-            &stats,
-        )
-        .await;
+        let exit = go_with(&mut r, 1, &stats).await;
         assert_eq!(exit, DashboardExit::Detached);
         let (key_frame, event_frame) = driver.await.expect("driver");
         assert!(
