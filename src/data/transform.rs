@@ -276,35 +276,74 @@ pub fn resize(img: &U8Image, width: usize, height: usize) -> U8Image {
     if (img.width, img.height) == (width, height) {
         return img.clone();
     }
+    let full = CropBox {
+        x: 0,
+        y: 0,
+        width: img.width,
+        height: img.height,
+    };
+    resize_region(img, full, width, height)
+}
+
+/// [`resize`] of the window `b` of `img` (which must lie inside `img`) without copying the
+/// window out first: the same numbers as `resize(&crop(img, b…), width, height)`.
+///
+/// Separable: a horizontal pass over the window's rows into `f32`, then a vertical pass that
+/// accumulates whole rows (vectorised; AVX2 when the CPU has it), rounded to `u8` at the end.
+pub fn resize_region(img: &U8Image, b: CropBox, width: usize, height: usize) -> U8Image {
     let c = img.channels;
-    if img.width == 0 || img.height == 0 || width == 0 || height == 0 {
+    if b.width == 0 || b.height == 0 || width == 0 || height == 0 {
         return U8Image::filled(width, height, c, 0);
     }
-    // Horizontal pass into f32, then vertical pass to u8.
-    let hx = filter_weights(img.width, width);
-    let mut tmp = vec![0f32; width * img.height * c];
-    for y in 0..img.height {
-        let row = &img.data[y * img.width * c..(y + 1) * img.width * c];
-        for (x, (start, weights)) in hx.iter().enumerate() {
-            for ch in 0..c {
-                let mut acc = 0f32;
-                for (k, w) in weights.iter().enumerate() {
-                    acc += w * f32::from(row[(start + k) * c + ch]);
-                }
-                tmp[(y * width + x) * c + ch] = acc;
-            }
+    debug_assert!(b.x + b.width <= img.width && b.y + b.height <= img.height);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { resize_region_avx2(img, b, width, height) };
+    }
+    resize_region_generic(img, b, width, height)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn resize_region_avx2(img: &U8Image, b: CropBox, width: usize, height: usize) -> U8Image {
+    resize_region_generic(img, b, width, height)
+}
+
+#[inline(always)]
+fn resize_region_generic(img: &U8Image, b: CropBox, width: usize, height: usize) -> U8Image {
+    let c = img.channels;
+    let hx = filter_weights(b.width, width);
+    let vy = filter_weights(b.height, height);
+    let stride = width * c;
+    // Horizontal pass over the rows the vertical filter reads (all of them, in practice).
+    let mut tmp = vec![0f32; stride * b.height];
+    let mut src_row = vec![0f32; b.width * c];
+    for y in 0..b.height {
+        let off = ((b.y + y) * img.width + b.x) * c;
+        for (d, &v) in src_row.iter_mut().zip(&img.data[off..off + b.width * c]) {
+            *d = f32::from(v);
+        }
+        let dst = &mut tmp[y * stride..(y + 1) * stride];
+        match c {
+            3 => horizontal::<3>(&src_row, &hx, dst),
+            1 => horizontal::<1>(&src_row, &hx, dst),
+            _ => horizontal_any(&src_row, &hx, c, dst),
         }
     }
-    let vy = filter_weights(img.height, height);
-    let mut data = vec![0u8; width * height * c];
-    let stride = width * c;
+    let mut data = vec![0u8; stride * height];
+    let mut acc = vec![0f32; stride];
     for (y, (start, weights)) in vy.iter().enumerate() {
-        for i in 0..stride {
-            let mut acc = 0f32;
-            for (k, w) in weights.iter().enumerate() {
-                acc += w * tmp[(start + k) * stride + i];
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for (k, &w) in weights.iter().enumerate() {
+            let row = &tmp[(start + k) * stride..(start + k + 1) * stride];
+            for (a, &t) in acc.iter_mut().zip(row) {
+                *a += w * t;
             }
-            data[y * stride + i] = acc.round().clamp(0.0, 255.0) as u8;
+        }
+        for (d, &a) in data[y * stride..(y + 1) * stride].iter_mut().zip(&acc) {
+            // `round()` of a value in [0, 255] (half away from zero), without a libm call.
+            *d = (a.clamp(0.0, 255.0) + 0.5) as u8;
         }
     }
     U8Image {
@@ -312,6 +351,33 @@ pub fn resize(img: &U8Image, width: usize, height: usize) -> U8Image {
         height,
         channels: c,
         data,
+    }
+}
+
+/// One row of the horizontal pass for `C` channels: `dst[x*C + ch] = sum_k w_k src[(start+k)*C + ch]`.
+#[inline(always)]
+fn horizontal<const C: usize>(src: &[f32], hx: &[(usize, Vec<f32>)], dst: &mut [f32]) {
+    for ((start, weights), out) in hx.iter().zip(dst.chunks_exact_mut(C)) {
+        let mut acc = [0f32; C];
+        let taps = &src[start * C..(start + weights.len()) * C];
+        for (w, px) in weights.iter().zip(taps.chunks_exact(C)) {
+            for ch in 0..C {
+                acc[ch] += w * px[ch];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+fn horizontal_any(src: &[f32], hx: &[(usize, Vec<f32>)], c: usize, dst: &mut [f32]) {
+    for (x, (start, weights)) in hx.iter().enumerate() {
+        for ch in 0..c {
+            let mut acc = 0f32;
+            for (k, w) in weights.iter().enumerate() {
+                acc += w * src[(start + k) * c + ch];
+            }
+            dst[x * c + ch] = acc;
+        }
     }
 }
 
@@ -493,8 +559,10 @@ pub fn random_resized_crop(img: &U8Image, size: usize, rng: &mut ChaCha8Rng) -> 
         (3.0 / 4.0, 4.0 / 3.0),
         rng,
     );
-    let window = crop(img, b.x as isize, b.y as isize, b.width, b.height, 0);
-    resize(&window, size, size)
+    if (b.width, b.height) == (size, size) {
+        return crop(img, b.x as isize, b.y as isize, size, size, 0);
+    }
+    resize_region(img, b, size, size)
 }
 
 /// Writes `(x / 255 - mean[c]) / std[c]` in CHW order into `out`.
