@@ -205,11 +205,7 @@ impl Preprocess {
                 random_pad_crop(&out, 2, rng)
             }
             AugmentKind::Train(Augment::RandomResizedCrop) => {
-                let mut out = random_resized_crop(img, size, rng);
-                if rng.random_bool(0.5) {
-                    hflip(&mut out);
-                }
-                out
+                random_resized_crop_flip(img, size, rng)
             }
             AugmentKind::Weak => weak_augment(&eval_transform(img, size), rng),
             AugmentKind::Strong => {
@@ -291,6 +287,18 @@ pub fn resize(img: &U8Image, width: usize, height: usize) -> U8Image {
 /// Separable: a horizontal pass over the window's rows into `f32`, then a vertical pass that
 /// accumulates whole rows (vectorised; AVX2 when the CPU has it), rounded to `u8` at the end.
 pub fn resize_region(img: &U8Image, b: CropBox, width: usize, height: usize) -> U8Image {
+    resize_region_flip(img, b, width, height, false)
+}
+
+/// [`resize_region`], mirrored left-right when `flip` (at no cost: the horizontal filter runs
+/// backwards), the same pixels as [`resize_region`] followed by [`hflip`].
+pub fn resize_region_flip(
+    img: &U8Image,
+    b: CropBox,
+    width: usize,
+    height: usize,
+    flip: bool,
+) -> U8Image {
     let c = img.channels;
     if b.width == 0 || b.height == 0 || width == 0 || height == 0 {
         return U8Image::filled(width, height, c, 0);
@@ -299,21 +307,36 @@ pub fn resize_region(img: &U8Image, b: CropBox, width: usize, height: usize) -> 
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2.
-        return unsafe { resize_region_avx2(img, b, width, height) };
+        return unsafe { resize_region_avx2(img, b, width, height, flip) };
     }
-    resize_region_generic(img, b, width, height)
+    resize_region_generic(img, b, width, height, flip)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn resize_region_avx2(img: &U8Image, b: CropBox, width: usize, height: usize) -> U8Image {
-    resize_region_generic(img, b, width, height)
+unsafe fn resize_region_avx2(
+    img: &U8Image,
+    b: CropBox,
+    width: usize,
+    height: usize,
+    flip: bool,
+) -> U8Image {
+    resize_region_generic(img, b, width, height, flip)
 }
 
 #[inline(always)]
-fn resize_region_generic(img: &U8Image, b: CropBox, width: usize, height: usize) -> U8Image {
+fn resize_region_generic(
+    img: &U8Image,
+    b: CropBox,
+    width: usize,
+    height: usize,
+    flip: bool,
+) -> U8Image {
     let c = img.channels;
-    let hx = filter_weights(b.width, width);
+    let mut hx = filter_weights(b.width, width);
+    if flip {
+        hx.reverse();
+    }
     let vy = filter_weights(b.height, height);
     let stride = width * c;
     // Horizontal pass over the rows the vertical filter reads (all of them, in practice).
@@ -565,6 +588,33 @@ pub fn random_resized_crop(img: &U8Image, size: usize, rng: &mut ChaCha8Rng) -> 
     resize_region(img, b, size, size)
 }
 
+/// [`random_resized_crop`] followed by a horizontal flip with probability 1/2 (drawn after the
+/// crop box, as torchvision's `RandomResizedCrop` then `RandomHorizontalFlip`), the flip folded
+/// into the resize.
+pub fn random_resized_crop_flip(img: &U8Image, size: usize, rng: &mut ChaCha8Rng) -> U8Image {
+    if img.width == 0 || img.height == 0 {
+        let out = U8Image::filled(size, size, img.channels, 0);
+        rng.random_bool(0.5);
+        return out;
+    }
+    let b = random_resized_crop_box(
+        img.width,
+        img.height,
+        (0.08, 1.0),
+        (3.0 / 4.0, 4.0 / 3.0),
+        rng,
+    );
+    let flip = rng.random_bool(0.5);
+    if (b.width, b.height) == (size, size) {
+        let mut out = crop(img, b.x as isize, b.y as isize, size, size, 0);
+        if flip {
+            hflip(&mut out);
+        }
+        return out;
+    }
+    resize_region_flip(img, b, size, size, flip)
+}
+
 /// Writes `(x / 255 - mean[c]) / std[c]` in CHW order into `out`.
 pub fn normalize_into(
     img: &U8Image,
@@ -752,6 +802,37 @@ mod tests {
         assert!(Preprocess::new(3, 32, vec![0.5], vec![0.5]).is_err());
         assert!(Preprocess::new(1, 32, vec![0.5], vec![0.0]).is_err());
         assert!(Preprocess::new(1, 32, vec![f32::NAN], vec![1.0]).is_err());
+    }
+
+    #[test]
+    fn resize_region_and_folded_flip_match_crop_resize_hflip() {
+        for c in [1, 3] {
+            let img = gradient(57, 41, c);
+            let b = CropBox {
+                x: 5,
+                y: 3,
+                width: 37,
+                height: 29,
+            };
+            let window = crop(&img, 5, 3, 37, 29, 0);
+            for (w, h) in [(24, 24), (50, 40), (37, 29)] {
+                let plain = resize(&window, w, h);
+                assert_eq!(resize_region(&img, b, w, h), plain);
+                let mut flipped = plain.clone();
+                hflip(&mut flipped);
+                assert_eq!(resize_region_flip(&img, b, w, h, true), flipped);
+            }
+        }
+        // The fused transform draws the same numbers as crop-then-flip.
+        let img = gradient(90, 70, 3);
+        for seed in 0..20 {
+            let mut r1 = rng(seed);
+            let mut expected = random_resized_crop(&img, 32, &mut r1);
+            if r1.random_bool(0.5) {
+                hflip(&mut expected);
+            }
+            assert_eq!(random_resized_crop_flip(&img, 32, &mut rng(seed)), expected);
+        }
     }
 
     #[test]
