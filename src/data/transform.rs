@@ -637,12 +637,23 @@ pub fn normalize_into(
             ),
         });
     }
+    let scale: Vec<f32> = std.iter().map(|s| 1.0 / (255.0 * s)).collect();
+    let bias: Vec<f32> = mean.iter().zip(std).map(|(m, s)| -m / s).collect();
+    if c == 3 {
+        // One pass over the interleaved pixels, writing the three planes.
+        let (r, gb) = out.split_at_mut(plane);
+        let (g, b) = gb.split_at_mut(plane);
+        for (((px, r), g), b) in img.data.chunks_exact(3).zip(r).zip(g).zip(b) {
+            *r = f32::from(px[0]) * scale[0] + bias[0];
+            *g = f32::from(px[1]) * scale[1] + bias[1];
+            *b = f32::from(px[2]) * scale[2] + bias[2];
+        }
+        return Ok(());
+    }
     for ch in 0..c {
-        let scale = 1.0 / (255.0 * std[ch]);
-        let bias = -mean[ch] / std[ch];
         let dst = &mut out[ch * plane..(ch + 1) * plane];
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = f32::from(img.data[i * c + ch]) * scale + bias;
+        for (d, px) in dst.iter_mut().zip(img.data.chunks_exact(c)) {
+            *d = f32::from(px[ch]) * scale[ch] + bias[ch];
         }
     }
     Ok(())
