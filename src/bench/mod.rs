@@ -19,6 +19,7 @@
 //! [`child_main`]); otherwise in this process, with the peak reset between configurations
 //! (Linux `clear_refs`), which over-counts memory the allocator kept from earlier rows.
 
+pub mod loader;
 pub mod workloads;
 
 use std::ffi::OsString;
@@ -430,6 +431,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             flops: kind.flops(&shapes),
         });
     }
+    log("loader rows");
+    rows.extend(loader::rows(opts, &mut notes));
     if rows
         .iter()
         .any(|r| r.name == "maxpool3x3s2-fwd-bwd" && r.candle.is_some())

@@ -27,6 +27,16 @@ pub fn decode_image(path: &Path, channels: usize) -> Result<U8Image, DataError> 
         path: path.to_path_buf(),
         source: e,
     })?;
+    if channels == 3 {
+        // Moves the buffer when the decoder already produced 8-bit RGB (JPEG): no copy.
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        return Ok(U8Image {
+            width,
+            height,
+            channels,
+            data: img.into_rgb8().into_raw(),
+        });
+    }
     from_dynamic(&img, channels)
 }
 

@@ -205,11 +205,7 @@ impl Preprocess {
                 random_pad_crop(&out, 2, rng)
             }
             AugmentKind::Train(Augment::RandomResizedCrop) => {
-                let mut out = random_resized_crop(img, size, rng);
-                if rng.random_bool(0.5) {
-                    hflip(&mut out);
-                }
-                out
+                random_resized_crop_flip(img, size, rng)
             }
             AugmentKind::Weak => weak_augment(&eval_transform(img, size), rng),
             AugmentKind::Strong => {
@@ -276,35 +272,101 @@ pub fn resize(img: &U8Image, width: usize, height: usize) -> U8Image {
     if (img.width, img.height) == (width, height) {
         return img.clone();
     }
+    let full = CropBox {
+        x: 0,
+        y: 0,
+        width: img.width,
+        height: img.height,
+    };
+    resize_region(img, full, width, height)
+}
+
+/// [`resize`] of the window `b` of `img` (which must lie inside `img`) without copying the
+/// window out first: the same numbers as `resize(&crop(img, b…), width, height)`.
+///
+/// Separable: a horizontal pass over the window's rows into `f32`, then a vertical pass that
+/// accumulates whole rows (vectorised; AVX2 when the CPU has it), rounded to `u8` at the end.
+pub fn resize_region(img: &U8Image, b: CropBox, width: usize, height: usize) -> U8Image {
+    resize_region_flip(img, b, width, height, false)
+}
+
+/// [`resize_region`], mirrored left-right when `flip` (at no cost: the horizontal filter runs
+/// backwards), the same pixels as [`resize_region`] followed by [`hflip`].
+pub fn resize_region_flip(
+    img: &U8Image,
+    b: CropBox,
+    width: usize,
+    height: usize,
+    flip: bool,
+) -> U8Image {
     let c = img.channels;
-    if img.width == 0 || img.height == 0 || width == 0 || height == 0 {
+    if b.width == 0 || b.height == 0 || width == 0 || height == 0 {
         return U8Image::filled(width, height, c, 0);
     }
-    // Horizontal pass into f32, then vertical pass to u8.
-    let hx = filter_weights(img.width, width);
-    let mut tmp = vec![0f32; width * img.height * c];
-    for y in 0..img.height {
-        let row = &img.data[y * img.width * c..(y + 1) * img.width * c];
-        for (x, (start, weights)) in hx.iter().enumerate() {
-            for ch in 0..c {
-                let mut acc = 0f32;
-                for (k, w) in weights.iter().enumerate() {
-                    acc += w * f32::from(row[(start + k) * c + ch]);
-                }
-                tmp[(y * width + x) * c + ch] = acc;
-            }
+    debug_assert!(b.x + b.width <= img.width && b.y + b.height <= img.height);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { resize_region_avx2(img, b, width, height, flip) };
+    }
+    resize_region_generic(img, b, width, height, flip)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn resize_region_avx2(
+    img: &U8Image,
+    b: CropBox,
+    width: usize,
+    height: usize,
+    flip: bool,
+) -> U8Image {
+    resize_region_generic(img, b, width, height, flip)
+}
+
+#[inline(always)]
+fn resize_region_generic(
+    img: &U8Image,
+    b: CropBox,
+    width: usize,
+    height: usize,
+    flip: bool,
+) -> U8Image {
+    let c = img.channels;
+    let mut hx = filter_weights(b.width, width);
+    if flip {
+        hx.reverse();
+    }
+    let vy = filter_weights(b.height, height);
+    let stride = width * c;
+    // Horizontal pass over the rows the vertical filter reads (all of them, in practice).
+    let mut tmp = vec![0f32; stride * b.height];
+    let mut src_row = vec![0f32; b.width * c];
+    for y in 0..b.height {
+        let off = ((b.y + y) * img.width + b.x) * c;
+        for (d, &v) in src_row.iter_mut().zip(&img.data[off..off + b.width * c]) {
+            *d = f32::from(v);
+        }
+        let dst = &mut tmp[y * stride..(y + 1) * stride];
+        match c {
+            3 => horizontal::<3>(&src_row, &hx, dst),
+            1 => horizontal::<1>(&src_row, &hx, dst),
+            _ => horizontal_any(&src_row, &hx, c, dst),
         }
     }
-    let vy = filter_weights(img.height, height);
-    let mut data = vec![0u8; width * height * c];
-    let stride = width * c;
+    let mut data = vec![0u8; stride * height];
+    let mut acc = vec![0f32; stride];
     for (y, (start, weights)) in vy.iter().enumerate() {
-        for i in 0..stride {
-            let mut acc = 0f32;
-            for (k, w) in weights.iter().enumerate() {
-                acc += w * tmp[(start + k) * stride + i];
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for (k, &w) in weights.iter().enumerate() {
+            let row = &tmp[(start + k) * stride..(start + k + 1) * stride];
+            for (a, &t) in acc.iter_mut().zip(row) {
+                *a += w * t;
             }
-            data[y * stride + i] = acc.round().clamp(0.0, 255.0) as u8;
+        }
+        for (d, &a) in data[y * stride..(y + 1) * stride].iter_mut().zip(&acc) {
+            // `round()` of a value in [0, 255] (half away from zero), without a libm call.
+            *d = (a.clamp(0.0, 255.0) + 0.5) as u8;
         }
     }
     U8Image {
@@ -312,6 +374,33 @@ pub fn resize(img: &U8Image, width: usize, height: usize) -> U8Image {
         height,
         channels: c,
         data,
+    }
+}
+
+/// One row of the horizontal pass for `C` channels: `dst[x*C + ch] = sum_k w_k src[(start+k)*C + ch]`.
+#[inline(always)]
+fn horizontal<const C: usize>(src: &[f32], hx: &[(usize, Vec<f32>)], dst: &mut [f32]) {
+    for ((start, weights), out) in hx.iter().zip(dst.chunks_exact_mut(C)) {
+        let mut acc = [0f32; C];
+        let taps = &src[start * C..(start + weights.len()) * C];
+        for (w, px) in weights.iter().zip(taps.chunks_exact(C)) {
+            for ch in 0..C {
+                acc[ch] += w * px[ch];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+fn horizontal_any(src: &[f32], hx: &[(usize, Vec<f32>)], c: usize, dst: &mut [f32]) {
+    for (x, (start, weights)) in hx.iter().enumerate() {
+        for ch in 0..c {
+            let mut acc = 0f32;
+            for (k, w) in weights.iter().enumerate() {
+                acc += w * src[(start + k) * c + ch];
+            }
+            dst[x * c + ch] = acc;
+        }
     }
 }
 
@@ -493,8 +582,37 @@ pub fn random_resized_crop(img: &U8Image, size: usize, rng: &mut ChaCha8Rng) -> 
         (3.0 / 4.0, 4.0 / 3.0),
         rng,
     );
-    let window = crop(img, b.x as isize, b.y as isize, b.width, b.height, 0);
-    resize(&window, size, size)
+    if (b.width, b.height) == (size, size) {
+        return crop(img, b.x as isize, b.y as isize, size, size, 0);
+    }
+    resize_region(img, b, size, size)
+}
+
+/// [`random_resized_crop`] followed by a horizontal flip with probability 1/2 (drawn after the
+/// crop box, as torchvision's `RandomResizedCrop` then `RandomHorizontalFlip`), the flip folded
+/// into the resize.
+pub fn random_resized_crop_flip(img: &U8Image, size: usize, rng: &mut ChaCha8Rng) -> U8Image {
+    if img.width == 0 || img.height == 0 {
+        let out = U8Image::filled(size, size, img.channels, 0);
+        rng.random_bool(0.5);
+        return out;
+    }
+    let b = random_resized_crop_box(
+        img.width,
+        img.height,
+        (0.08, 1.0),
+        (3.0 / 4.0, 4.0 / 3.0),
+        rng,
+    );
+    let flip = rng.random_bool(0.5);
+    if (b.width, b.height) == (size, size) {
+        let mut out = crop(img, b.x as isize, b.y as isize, size, size, 0);
+        if flip {
+            hflip(&mut out);
+        }
+        return out;
+    }
+    resize_region_flip(img, b, size, size, flip)
 }
 
 /// Writes `(x / 255 - mean[c]) / std[c]` in CHW order into `out`.
@@ -519,12 +637,23 @@ pub fn normalize_into(
             ),
         });
     }
+    let scale: Vec<f32> = std.iter().map(|s| 1.0 / (255.0 * s)).collect();
+    let bias: Vec<f32> = mean.iter().zip(std).map(|(m, s)| -m / s).collect();
+    if c == 3 {
+        // One pass over the interleaved pixels, writing the three planes.
+        let (r, gb) = out.split_at_mut(plane);
+        let (g, b) = gb.split_at_mut(plane);
+        for (((px, r), g), b) in img.data.chunks_exact(3).zip(r).zip(g).zip(b) {
+            *r = f32::from(px[0]) * scale[0] + bias[0];
+            *g = f32::from(px[1]) * scale[1] + bias[1];
+            *b = f32::from(px[2]) * scale[2] + bias[2];
+        }
+        return Ok(());
+    }
     for ch in 0..c {
-        let scale = 1.0 / (255.0 * std[ch]);
-        let bias = -mean[ch] / std[ch];
         let dst = &mut out[ch * plane..(ch + 1) * plane];
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = f32::from(img.data[i * c + ch]) * scale + bias;
+        for (d, px) in dst.iter_mut().zip(img.data.chunks_exact(c)) {
+            *d = f32::from(px[ch]) * scale[ch] + bias[ch];
         }
     }
     Ok(())
@@ -684,6 +813,37 @@ mod tests {
         assert!(Preprocess::new(3, 32, vec![0.5], vec![0.5]).is_err());
         assert!(Preprocess::new(1, 32, vec![0.5], vec![0.0]).is_err());
         assert!(Preprocess::new(1, 32, vec![f32::NAN], vec![1.0]).is_err());
+    }
+
+    #[test]
+    fn resize_region_and_folded_flip_match_crop_resize_hflip() {
+        for c in [1, 3] {
+            let img = gradient(57, 41, c);
+            let b = CropBox {
+                x: 5,
+                y: 3,
+                width: 37,
+                height: 29,
+            };
+            let window = crop(&img, 5, 3, 37, 29, 0);
+            for (w, h) in [(24, 24), (50, 40), (37, 29)] {
+                let plain = resize(&window, w, h);
+                assert_eq!(resize_region(&img, b, w, h), plain);
+                let mut flipped = plain.clone();
+                hflip(&mut flipped);
+                assert_eq!(resize_region_flip(&img, b, w, h, true), flipped);
+            }
+        }
+        // The fused transform draws the same numbers as crop-then-flip.
+        let img = gradient(90, 70, 3);
+        for seed in 0..20 {
+            let mut r1 = rng(seed);
+            let mut expected = random_resized_crop(&img, 32, &mut r1);
+            if r1.random_bool(0.5) {
+                hflip(&mut expected);
+            }
+            assert_eq!(random_resized_crop_flip(&img, 32, &mut rng(seed)), expected);
+        }
     }
 
     #[test]
