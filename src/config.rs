@@ -269,6 +269,11 @@ pub struct SelfTrainingConfig {
     /// Decay of the weight average.
     #[serde(default = "default_ema_decay")]
     pub ema_decay: f64,
+    /// FixMatch mode: distribution alignment — scale the weak-view predictions by the labelled
+    /// class distribution over the running mean of the predictions (latest 128 steps) and
+    /// renormalise, before the threshold.
+    #[serde(default)]
+    pub distribution_alignment: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

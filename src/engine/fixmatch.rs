@@ -54,6 +54,62 @@ pub fn verdicts(probs: &[Vec<f32>], thresholds: &[f32]) -> Vec<Verdict> {
         .collect()
 }
 
+/// Distribution alignment (ReMixMatch, as FixMatch + DA in USB): the weak-view predictions are
+/// scaled by `target / running mean of the predictions` and renormalised before the threshold,
+/// so that classes the model over-predicts on the pool lose confidence and under-predicted ones
+/// gain it. The running mean is over the latest `window` steps' mean predictions.
+#[derive(Debug, Clone)]
+pub struct DistAlign {
+    /// The class distribution to align to (the labelled set's).
+    target: Vec<f32>,
+    window: usize,
+    history: std::collections::VecDeque<Vec<f32>>,
+}
+
+impl DistAlign {
+    pub fn new(target: Vec<f32>, window: usize) -> DistAlign {
+        DistAlign {
+            target,
+            window: window.max(1),
+            history: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Records this step's mean prediction, then aligns `rows` in place with the running mean
+    /// (this step included).
+    pub fn align(&mut self, rows: &mut [Vec<f32>]) {
+        let c = self.target.len();
+        if rows.is_empty() || c == 0 {
+            return;
+        }
+        let mut step = vec![0f32; c];
+        for r in rows.iter() {
+            for (m, p) in step.iter_mut().zip(r) {
+                *m += p / rows.len() as f32;
+            }
+        }
+        if self.history.len() == self.window {
+            self.history.pop_front();
+        }
+        self.history.push_back(step);
+        let mut mean = vec![0f32; c];
+        for h in &self.history {
+            for (m, p) in mean.iter_mut().zip(h) {
+                *m += p / self.history.len() as f32;
+            }
+        }
+        for r in rows.iter_mut() {
+            for ((p, t), m) in r.iter_mut().zip(&self.target).zip(&mean) {
+                *p *= t / m.max(1e-6);
+            }
+            let sum: f32 = r.iter().sum();
+            if sum > 0.0 {
+                r.iter_mut().for_each(|p| *p /= sum);
+            }
+        }
+    }
+}
+
 /// Steps in an online epoch: `steps_per_epoch`, or one pass over the pool at μ×batch images a
 /// step (at least one step).
 pub fn steps_per_epoch(cfg: &SelfTrainingConfig, pool: usize, batch_size: usize) -> usize {
@@ -121,6 +177,32 @@ mod tests {
         assert_eq!(v[1].confidence, 0.85);
         let v = verdicts(&probs, &[0.95; 3]);
         assert_eq!(v.iter().filter(|v| v.passed).count(), 1);
+    }
+
+    #[test]
+    fn distribution_alignment_rescales_by_target_over_running_mean() {
+        let mut da = DistAlign::new(vec![0.5, 0.5], 2);
+        // Step 1: the mean prediction is (0.75, 0.25); each row is scaled by (2/3, 2) and
+        // renormalised.
+        let mut rows = vec![vec![0.9, 0.1], vec![0.6, 0.4]];
+        da.align(&mut rows);
+        let expect = |p0: f32, p1: f32| {
+            let (a, b) = (p0 * 0.5 / 0.75, p1 * 0.5 / 0.25);
+            (a / (a + b), b / (a + b))
+        };
+        let (a, b) = expect(0.9, 0.1);
+        assert!((rows[0][0] - a).abs() < 1e-6 && (rows[0][1] - b).abs() < 1e-6);
+        let (a, b) = expect(0.6, 0.4);
+        assert!((rows[1][0] - a).abs() < 1e-6 && (rows[1][1] - b).abs() < 1e-6);
+        // Step 2: the running mean covers both steps ((0.75, 0.25) and (0.25, 0.75)): uniform,
+        // so a uniform target leaves the rows as they are.
+        let mut rows = vec![vec![0.25, 0.75]];
+        da.align(&mut rows);
+        assert!((rows[0][0] - 0.25).abs() < 1e-6);
+        // Step 3: the window of 2 drops step 1; the mean is (0.25, 0.75) over steps 2 and 3.
+        let mut rows = vec![vec![0.25, 0.75]];
+        da.align(&mut rows);
+        assert!((rows[0][0] - 0.5).abs() < 1e-6, "{:?}", rows);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub(super) struct Runtime {
     last_thresholds: Vec<f32>,
     /// Unlabelled views the latest online step processed (weak + kept strong), for throughput.
     pub(super) step_images: usize,
+    /// Distribution alignment of the online mode's weak-view predictions, when on (its running
+    /// mean restarts with the process).
+    align: Option<fixmatch::DistAlign>,
 }
 
 /// A fresh model as the run starts it: seeded initialisation, then the pretrained weights if
@@ -93,7 +96,20 @@ impl Runtime {
             pool_pos: data.pool.iter().enumerate().map(|(p, &i)| (i, p)).collect(),
             last_thresholds: Vec::new(),
             step_images: 0,
+            align: None,
         };
+        if on && st.mode == SelfTrainingMode::Fixmatch && st.distribution_alignment {
+            let mut target = vec![0f32; classes];
+            for &i in &data.labelled {
+                if let Some(Some(l)) = data.labels.get(i) {
+                    target[*l] += 1.0 / data.labelled.len() as f32;
+                }
+            }
+            if target.iter().sum::<f32>() <= 0.0 {
+                target = vec![1.0 / classes.max(1) as f32; classes];
+            }
+            rt.align = Some(fixmatch::DistAlign::new(target, 128));
+        }
         let opt = if on && st.ema {
             let (vm, net) = fresh_model(cfg, device, classes)?;
             let ema = Ema::new(varmap, &vm, st.ema_decay)?;
@@ -539,8 +555,11 @@ impl Runner {
             Some((_, t)) => candle_nn::ops::softmax(&t.forward_t(&xw, false, false)?, 1)?,
             None => candle_nn::ops::softmax(&self.net.forward_t(&xw, true, freeze)?.detach(), 1)?,
         };
-        let rows: Vec<Vec<f32>> = probs.detach().to_vec2()?;
+        let mut rows: Vec<Vec<f32>> = probs.detach().to_vec2()?;
         drop(probs);
+        if let Some(da) = self.ssl.align.as_mut() {
+            da.align(&mut rows);
+        }
         let thresholds = self.online_thresholds();
         let verdicts = fixmatch::verdicts(&rows, &thresholds);
         let st = self.cfg.self_training.clone();
