@@ -14,6 +14,7 @@ pub mod conv;
 pub mod depthwise;
 pub(crate) mod kernel;
 pub mod maxpool;
+pub mod sgd;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
