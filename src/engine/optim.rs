@@ -238,23 +238,24 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         let fused = ops::backend() == ops::Backend::Wick;
-        for gi in 0..self.groups.len() {
-            let lr = lr * self.groups[gi].lr_mult;
-            let wd = self.groups[gi].weight_decay;
-            for pi in 0..self.groups[gi].params.len() {
-                let (name, var) = {
-                    let (n, v) = &self.groups[gi].params[pi];
-                    (n.clone(), v.clone())
-                };
-                let Some(g) = grad_of(grads, &var) else {
-                    continue;
-                };
-                let g = g.to_dtype(var.dtype())?;
-                if fused && ops::sgd::supported(var.as_tensor(), &g) {
-                    self.step_fused(&name, &var, &g, lr, wd)?;
-                } else {
-                    self.step_ops(&name, &var, g, lr, wd)?;
-                }
+        let work: Vec<(String, Var, f64, f64)> = self
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.params
+                    .iter()
+                    .map(move |(n, v)| (n.clone(), v.clone(), lr * g.lr_mult, g.weight_decay))
+            })
+            .collect();
+        for (name, var, lr, wd) in work {
+            let Some(g) = grad_of(grads, &var) else {
+                continue;
+            };
+            let g = g.to_dtype(var.dtype())?;
+            if fused && ops::sgd::supported(var.as_tensor(), &g) {
+                self.step_fused(&name, &var, &g, lr, wd)?;
+            } else {
+                self.step_ops(&name, &var, g, lr, wd)?;
             }
         }
         Ok(())

@@ -194,7 +194,7 @@ mod tests {
                 assert_eq!(yw, yc, "{dtype:?} {shape:?} forward");
                 assert_eq!(gaw, gac, "{dtype:?} {shape:?} grad a");
                 assert_eq!(gbw, gbc, "{dtype:?} {shape:?} grad b");
-                assert!(yw.iter().any(|&v| v == 0.0) || shape == [1]);
+                assert!(yw.contains(&0.0) || shape == [1]);
             }
         }
         Ok(())

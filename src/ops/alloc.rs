@@ -270,9 +270,9 @@ mod tests {
         let mut last = 0;
         for size in (1..40_000_000usize).step_by(4093) {
             let c = size_class(size);
-            assert!(c >= size && c % 4096 == 0, "{size} -> {c}");
+            assert!(c >= size && c.is_multiple_of(4096), "{size} -> {c}");
             assert!(
-                c <= (size + 4095) / 4096 * 4096 * 9 / 8 + 4096,
+                c <= size.div_ceil(4096) * 4096 * 9 / 8 + 4096,
                 "{size} -> {c}"
             );
             assert!(c >= last, "classes are monotonic");

@@ -231,11 +231,11 @@ fn plain<T: Float>(p: &mut [T], g: &[T], k: Coef<T>) {
     if k.decay {
         for (p, &g) in p.iter_mut().zip(g) {
             let g = g + scale(*p, k.wd);
-            *p = *p - scale(g, k.lr);
+            *p -= scale(g, k.lr);
         }
     } else {
         for (p, &g) in p.iter_mut().zip(g) {
-            *p = *p - scale(g, k.lr);
+            *p -= scale(g, k.lr);
         }
     }
 }
@@ -250,7 +250,7 @@ fn momentum<T: Float>(p: &mut [T], g: &[T], m: &mut [T], k: Coef<T>) {
                 let b = if $first { g } else { scale(*m, k.mom) + g };
                 *m = b;
                 let g = if $nesterov { g + scale(b, k.mom) } else { b };
-                *p = *p - scale(g, k.lr);
+                *p -= scale(g, k.lr);
             }
         };
     }
