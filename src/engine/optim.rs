@@ -11,11 +11,15 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{DType, Result, Shape, Tensor, Var};
 use candle_nn::VarMap;
 
 use crate::config::{Freeze, ModelConfig, OptimizerKind, TrainConfig};
 use crate::model::{is_backbone, is_no_decay, is_trainable};
+use crate::ops::{
+    self,
+    sgd::{HostBuf, SgdHyper},
+};
 
 /// Parameters sharing a learning-rate multiplier and a weight decay.
 pub struct ParamGroup {
@@ -149,7 +153,23 @@ pub struct Sgd {
     groups: Vec<ParamGroup>,
     momentum: f64,
     nesterov: bool,
-    buffers: HashMap<String, Tensor>,
+    buffers: HashMap<String, Momentum>,
+}
+
+/// A momentum buffer: a plain host vector updated in place by the fused CPU kernel
+/// ([`ops::sgd`]), or a tensor for the candle-op path (other devices, `Backend::Candle`).
+enum Momentum {
+    Host(Shape, HostBuf),
+    Tensor(Tensor),
+}
+
+impl Momentum {
+    fn to_tensor(&self) -> Result<Tensor> {
+        match self {
+            Momentum::Host(shape, b) => b.to_tensor(shape),
+            Momentum::Tensor(t) => Ok(t.clone()),
+        }
+    }
 }
 
 impl Sgd {
@@ -161,34 +181,81 @@ impl Sgd {
             buffers: HashMap::new(),
         }
     }
+
+    /// The update as candle ops (any device).
+    fn step_ops(&mut self, name: &str, var: &Var, g: Tensor, lr: f64, wd: f64) -> Result<()> {
+        let p = var.as_detached_tensor();
+        let mut g = g;
+        if wd != 0.0 {
+            g = (g + (&p * wd)?)?;
+        }
+        if self.momentum != 0.0 {
+            let buf = match self.buffers.get(name) {
+                None => g.copy()?,
+                Some(buf) => ((buf.to_tensor()? * self.momentum)? + &g)?,
+            };
+            g = if self.nesterov {
+                (g + (&buf * self.momentum)?)?
+            } else {
+                buf.clone()
+            };
+            self.buffers.insert(name.to_string(), Momentum::Tensor(buf));
+        }
+        var.set(&(p - (g * lr)?)?)
+    }
+
+    /// The same update in one in-place pass ([`ops::sgd::sgd_update_`]), bit for bit equal.
+    fn step_fused(&mut self, name: &str, var: &Var, g: &Tensor, lr: f64, wd: f64) -> Result<()> {
+        let h = SgdHyper {
+            lr,
+            weight_decay: wd,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+        };
+        if self.momentum == 0.0 {
+            return ops::sgd::sgd_update_(var.as_tensor(), g, None, false, h);
+        }
+        let host = match self.buffers.remove(name) {
+            Some(Momentum::Host(s, b)) => Some(b).filter(|_| s.dims() == var.dims()),
+            Some(Momentum::Tensor(t)) => HostBuf::from_tensor(&t)?,
+            None => None,
+        };
+        let first = host.is_none();
+        let mut buf = match host {
+            Some(b) => b,
+            None => match var.dtype() {
+                DType::F64 => HostBuf::F64(vec![0.0; var.elem_count()]),
+                _ => HostBuf::F32(vec![0.0; var.elem_count()]),
+            },
+        };
+        ops::sgd::sgd_update_(var.as_tensor(), g, Some(&mut buf), first, h)?;
+        self.buffers
+            .insert(name.to_string(), Momentum::Host(var.shape().clone(), buf));
+        Ok(())
+    }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
-        for group in &self.groups {
-            let lr = lr * group.lr_mult;
-            for (name, var) in &group.params {
-                let Some(g) = grad_of(grads, var) else {
-                    continue;
-                };
-                let p = var.as_detached_tensor();
-                let mut g = g.to_dtype(p.dtype())?;
-                if group.weight_decay != 0.0 {
-                    g = (g + (&p * group.weight_decay)?)?;
-                }
-                if self.momentum != 0.0 {
-                    let buf = match self.buffers.get(name) {
-                        None => g.copy()?,
-                        Some(buf) => ((buf * self.momentum)? + &g)?,
-                    };
-                    g = if self.nesterov {
-                        (g + (&buf * self.momentum)?)?
-                    } else {
-                        buf.clone()
-                    };
-                    self.buffers.insert(name.clone(), buf);
-                }
-                var.set(&(p - (g * lr)?)?)?;
+        let fused = ops::backend() == ops::Backend::Wick;
+        let work: Vec<(String, Var, f64, f64)> = self
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.params
+                    .iter()
+                    .map(move |(n, v)| (n.clone(), v.clone(), lr * g.lr_mult, g.weight_decay))
+            })
+            .collect();
+        for (name, var, lr, wd) in work {
+            let Some(g) = grad_of(grads, &var) else {
+                continue;
+            };
+            let g = g.to_dtype(var.dtype())?;
+            if fused && ops::sgd::supported(var.as_tensor(), &g) {
+                self.step_fused(&name, &var, &g, lr, wd)?;
+            } else {
+                self.step_ops(&name, &var, g, lr, wd)?;
             }
         }
         Ok(())
@@ -198,7 +265,7 @@ impl Optimizer for Sgd {
         let mut out: Vec<(String, Tensor)> = self
             .buffers
             .iter()
-            .map(|(k, v)| (format!("{k}.momentum_buffer"), v.clone()))
+            .filter_map(|(k, v)| Some((format!("{k}.momentum_buffer"), v.to_tensor().ok()?)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -210,7 +277,8 @@ impl Optimizer for Sgd {
             for (name, var) in &group.params {
                 let key = format!("{name}.momentum_buffer");
                 if let Some(t) = state.get(&key) {
-                    buffers.insert(name.clone(), check_state(&key, t, var.as_tensor())?);
+                    let t = check_state(&key, t, var.as_tensor())?;
+                    buffers.insert(name.clone(), Momentum::Tensor(t));
                 }
             }
         }
@@ -494,6 +562,87 @@ mod tests {
             }
             let e = b.load_state(&bad).expect_err("shape");
             assert!(e.to_string().contains("p."), "{e}");
+        }
+        Ok(())
+    }
+
+    /// The fused in-place CPU update (`Backend::Wick`) and the candle-op path
+    /// (`Backend::Candle`) give the same parameters and state, bit for bit, in f32 and f64,
+    /// for every combination of weight decay, momentum and Nesterov, including a state handed
+    /// from one path to the other and a parameter large enough to run in parallel chunks.
+    #[test]
+    fn fused_sgd_matches_candle_ops_bitwise() -> Result<()> {
+        use crate::ops::{with_backend, Backend};
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            for (wd, momentum, nesterov) in [
+                (0.0, 0.0, false),
+                (1e-2, 0.0, false),
+                (0.0, 0.9, false),
+                (1e-2, 0.9, false),
+                (0.0, 0.9, true),
+                (5e-4, 0.8, true),
+            ] {
+                let init_p = Tensor::randn(0f32, 1., (300, 500), &dev)?.to_dtype(dtype)?;
+                let init_q = Tensor::randn(0f32, 1., 7, &dev)?.to_dtype(dtype)?;
+                let cs = (0..4)
+                    .map(|_| Tensor::randn(0f32, 1., (300, 500), &dev)?.to_dtype(dtype))
+                    .collect::<Result<Vec<_>>>()?;
+                let grads_for = |p: &Var, q: &Var, k: usize| -> Result<GradStore> {
+                    let loss = ((p.as_tensor().sqr()? * &cs[k])?.sum_all()?
+                        + (q.as_tensor().sum_all()? * (k as f64 + 1.0))?)?;
+                    loss.backward()
+                };
+                let mut finals = Vec::new();
+                // Paths per step: all candle, all fused, and mixed (state crosses paths).
+                for plan in [[Backend::Candle; 4], [Backend::Wick; 4], {
+                    [
+                        Backend::Wick,
+                        Backend::Candle,
+                        Backend::Wick,
+                        Backend::Candle,
+                    ]
+                }] {
+                    let p = Var::from_tensor(&init_p.copy()?)?;
+                    let q = Var::from_tensor(&init_q.copy()?)?;
+                    let mut opt =
+                        Sgd::new(group(vec![("p", &p), ("q", &q)], wd), momentum, nesterov);
+                    for (k, b) in plan.iter().enumerate() {
+                        let grads = with_backend(Backend::Candle, || grads_for(&p, &q, k))?;
+                        with_backend(*b, || opt.step(&grads, 0.05))?;
+                    }
+                    let mut state = Vec::new();
+                    for (n, t) in opt.state() {
+                        state.push((n, t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?));
+                    }
+                    finals.push((
+                        p.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+                        q.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+                        state,
+                    ));
+                }
+                let what = format!("{dtype:?} wd {wd} momentum {momentum} nesterov {nesterov}");
+                assert_eq!(
+                    finals[0].2.len(),
+                    if momentum != 0.0 { 2 } else { 0 },
+                    "{what}"
+                );
+                for f in &finals[1..] {
+                    assert!(
+                        f.0.iter()
+                            .zip(&finals[0].0)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "p: {what}"
+                    );
+                    assert!(
+                        f.1.iter()
+                            .zip(&finals[0].1)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "q: {what}"
+                    );
+                    assert_eq!(f.2, finals[0].2, "state: {what}");
+                }
+            }
         }
         Ok(())
     }

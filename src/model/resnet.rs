@@ -106,7 +106,7 @@ impl Block {
             Some((c, bn)) => bn.forward_t(&c.forward(x)?, train)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        ops::add_relu(&y, &identity)
     }
 }
 

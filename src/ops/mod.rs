@@ -8,16 +8,19 @@
 //! the environment) so that the same model code runs on candle's plain ops: the benchmark uses
 //! this for its "candle" column, and it is an escape hatch should a kernel misbehave.
 
+pub mod add_relu;
 pub mod alloc;
 pub mod batchnorm;
 pub mod conv;
 pub mod depthwise;
 pub(crate) mod kernel;
 pub mod maxpool;
+pub mod sgd;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+pub use add_relu::add_relu;
 pub use batchnorm::{batch_norm2d, BatchNormMode};
 pub use conv::conv2d;
 pub use depthwise::depthwise_conv2d;
