@@ -397,9 +397,11 @@ fn default_mu() -> usize {
 fn default_ema_decay() -> f64 {
     0.999
 }
-fn default_fps() -> u32 {
-    // Five frames a second keeps an 80x24 dashboard under ~2 KB/s over SSH.
-    5
+/// Event-driven redraws per second (keys are drawn at once): progress twice a second, as
+/// htop or btop refresh; this keeps a 200x60 dashboard well under 2 KB/s over SSH
+/// (docs/benchmarks-run.md).
+pub fn default_fps() -> u32 {
+    2
 }
 
 impl Default for ModelConfig {
