@@ -12,7 +12,8 @@
 #   NICE               niceness for the compile (default 19: the kernels take ~10 min on 2 cores)
 # On a GPU box with a real CUDA toolkit (nvcc on PATH, CUDA_ROOT/CUDA_PATH set), plain
 #   CUDA_COMPUTE_CAP=<cap> cargo build --release --features cuda
-# is enough; this script is only for building elsewhere and carrying the binary over.
+# is enough; this script is for building elsewhere and carrying the binary over: it leaves a
+# stripped copy in target/gpu/wick, the default BIN of scripts/gpu-check.sh.
 # The binary needs at run time libcuda.so.1 (GPU driver) and libcudart/libcublas/libcublasLt/libcurand
 # (+ libcudnn with `cudnn`): see the README, section "GPU".
 set -euo pipefail
@@ -32,4 +33,8 @@ start=$(date +%s)
 nice -n "${NICE:-19}" cargo build --release --features "$FEATURE" --bin wick
 t=$(( $(date +%s) - start ))
 bin=$CARGO_TARGET_DIR/release/wick
-echo "built $bin ($(du -h "$bin" | cut -f1)) with --features $FEATURE in ${t}s" >&2
+# The release profile keeps debug info; the copy to carry to the GPU machine is stripped.
+mkdir -p "$REPO/target/gpu"
+cp "$bin" "$REPO/target/gpu/wick" && strip "$REPO/target/gpu/wick"
+echo "built $bin ($(du -h "$bin" | cut -f1)) with --features $FEATURE in ${t}s;" \
+  "stripped copy: target/gpu/wick ($(du -h "$REPO/target/gpu/wick" | cut -f1))" >&2
