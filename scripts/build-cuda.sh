@@ -8,7 +8,7 @@
 # Env knobs:
 #   CUDA_ROOT          toolkit root (default: $HOME/.cache/wick-cuda/cuda; built if missing)
 #   CUDA_COMPUTE_CAP   GPU compute capability (default 90 = H100/H200, sm_90a code only)
-#   CARGO_TARGET_DIR   cargo target dir (default: target-cuda in the repo, kept apart from CPU builds)
+#   CARGO_TARGET_DIR   cargo target dir (default: target/cuda in the repo, kept apart from CPU builds)
 #   NICE               niceness for the compile (default 19: the kernels take ~10 min on 2 cores)
 # On a GPU box with a real CUDA toolkit (nvcc on PATH, CUDA_ROOT/CUDA_PATH set), plain
 #   CUDA_COMPUTE_CAP=<cap> cargo build --release --features cuda
@@ -27,7 +27,7 @@ if [ ! -x "$CUDA_ROOT/bin/nvcc" ]; then
 fi
 export CUDA_ROOT CUDA_PATH=$CUDA_ROOT CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export PATH=$CUDA_ROOT/bin:$PATH
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target-cuda}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target/cuda}
 cd "$REPO"
 start=$(date +%s)
 nice -n "${NICE:-19}" cargo build --release --features "$FEATURE" --bin wick

@@ -350,6 +350,11 @@ pub struct BenchResult {
 
 /// Times synthetic training steps of `spec` on `device` (synchronised after every step).
 pub fn train_step_bench(device: &Device, spec: &BenchSpec) -> Result<BenchResult> {
+    if let Some(dt) = spec.precision.compute_dtype() {
+        if !autocast::supported(dt, device) {
+            candle_core::bail!("precision {} needs a CUDA device", spec.precision.name())
+        }
+    }
     let vm = VarMap::new();
     let m = model::build(
         &spec.arch,
@@ -492,6 +497,14 @@ mod tests {
         let r = train_step_bench(&Device::Cpu, &spec)?;
         assert_eq!(r.step_ms.len(), 2);
         assert!(r.images_per_s > 0.0);
+        let bf16 = BenchSpec {
+            precision: Precision::Bf16,
+            ..spec
+        };
+        let e = train_step_bench(&Device::Cpu, &bf16)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a CUDA device"), "{e}");
         Ok(())
     }
 }
