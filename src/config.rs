@@ -170,6 +170,36 @@ pub struct TrainConfig {
     /// Keep this many recent checkpoints (the best is kept as well).
     #[serde(default = "default_keep")]
     pub keep_checkpoints: usize,
+    /// Compute precision: `"bf16"` runs convolutions and matmuls in bf16 (autocast-style; f32
+    /// master weights, BatchNorm, loss and optimizer), on CUDA only.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// `[train] precision`: see [`crate::model::autocast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The reduced compute dtype, `None` for plain f32.
+    pub fn compute_dtype(self) -> Option<candle_core::DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(candle_core::DType::BF16),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -518,6 +548,16 @@ impl Config {
                 ),
             ));
         }
+        if self.device == "cpu" && self.train.precision != Precision::F32 {
+            return Err(bad(
+                "train",
+                "precision",
+                format!(
+                    "{:?} needs a CUDA device (device = \"cuda:N\" or \"auto\"): on the CPU, candle has no bf16 matrix multiply and wick's kernels are f32; use \"f32\"",
+                    self.train.precision.name()
+                ),
+            ));
+        }
         let d = &self.data;
         if d.channels != 1 && d.channels != 3 {
             return Err(bad(
@@ -844,6 +884,39 @@ mod tests {
         let err = parse(&format!("{MINIMAL}[keys]\nsort = \"r\"\n")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("test.toml:5: field `keys.sort`"), "{msg}");
+    }
+
+    #[test]
+    fn precision_defaults_to_f32_and_bf16_is_refused_on_the_cpu() {
+        assert_eq!(parse(MINIMAL).unwrap().train.precision, Precision::F32);
+        let gpu = parse(&format!(
+            "device = \"cuda:0\"\n{MINIMAL}[train]\nprecision = \"bf16\"\n"
+        ))
+        .unwrap();
+        assert_eq!(gpu.train.precision, Precision::Bf16);
+        assert_eq!(
+            gpu.train.precision.compute_dtype(),
+            Some(candle_core::DType::BF16)
+        );
+        assert_eq!(parse(&gpu.to_toml()).unwrap(), gpu, "round trip");
+        // `auto` may find a GPU: accepted here, decided when the device opens.
+        parse(&format!(
+            "device = \"auto\"\n{MINIMAL}[train]\nprecision = \"bf16\"\n"
+        ))
+        .unwrap();
+        let err = parse(&format!(
+            "device = \"cpu\"\n{MINIMAL}[train]\nprecision = \"bf16\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("test.toml:6: field `train.precision`: \"bf16\" needs a CUDA device"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}[train]\nprecision = \"fp8\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml:5:"), "{err}");
     }
 
     #[test]

@@ -118,6 +118,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// GPU checks for scripts/gpu-check.sh: every op and model, CPU against the GPU
+    /// (exit status 1 when one differs).
+    #[command(name = "__gpu-check", hide = true)]
+    GpuCheck {
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+    },
+    /// GPU training-step benchmark for scripts/gpu-check.sh: one JSON line.
+    #[command(name = "__gpu-bench", hide = true)]
+    GpuBench {
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        #[arg(long, default_value = "resnet18")]
+        arch: String,
+        #[arg(long, default_value_t = 224)]
+        px: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// f32 or bf16.
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+    },
     /// (Re)write runs/<id>/report.md and its plots from the run's events.
     Report {
         /// Run directory (runs/<run-id>).
@@ -241,6 +267,29 @@ fn main() -> ExitCode {
             filter,
             json,
         } => report(bench(quick, filter, json)),
+        Cmd::GpuCheck { device } => report(gpu_check(&device)),
+        Cmd::GpuBench {
+            device,
+            arch,
+            px,
+            batch,
+            precision,
+            warmup,
+            reps,
+        } => report(gpu_bench(
+            &device,
+            wick::bench::gpu::BenchSpec {
+                arch,
+                px,
+                batch,
+                precision: match precision.as_str() {
+                    "bf16" => wick::config::Precision::Bf16,
+                    _ => wick::config::Precision::F32,
+                },
+                warmup,
+                reps,
+            },
+        )),
         Cmd::Report { run } => report(
             wick::report::write_report(&run)
                 .map(|p| println!("wrote {}", p.display()))
@@ -687,5 +736,27 @@ fn bench(quick: bool, filter: Vec<String>, json: bool) -> anyhow::Result<()> {
     } else {
         print!("{report}");
     }
+    Ok(())
+}
+
+fn gpu_check(device: &str) -> anyhow::Result<()> {
+    let (dev, name) = wick::engine::device::open(device)?;
+    println!("device: {name}");
+    let checks = wick::bench::gpu::compare_ops(&dev)?;
+    for c in &checks {
+        println!("{c}");
+    }
+    let failed = checks.iter().filter(|c| !c.pass).count();
+    println!("{} checks, {failed} failed", checks.len());
+    if failed > 0 {
+        anyhow::bail!("{failed} GPU check(s) failed");
+    }
+    Ok(())
+}
+
+fn gpu_bench(device: &str, spec: wick::bench::gpu::BenchSpec) -> anyhow::Result<()> {
+    let (dev, _) = wick::engine::device::open(device)?;
+    let r = wick::bench::gpu::train_step_bench(&dev, &spec)?;
+    println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change to [`Command`] or [`Event`] would confuse an older peer.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Everything a user can ask of a running engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,6 +260,15 @@ pub enum Event {
         path: String,
         epoch: u32,
         step: u64,
+    },
+    /// The training GPU, sampled every few seconds when it changed noticeably (device-wide
+    /// numbers: other processes included). Only on CUDA.
+    Gpu {
+        memory_used_mib: u64,
+        memory_total_mib: u64,
+        /// `nvidia-smi`'s `utilization.gpu`, when it is available.
+        #[serde(default)]
+        utilization_pct: Option<u32>,
     },
     /// A line for the dashboard's log pane.
     Log {

@@ -7,8 +7,8 @@
 //! not ours is refused with an error line.
 //!
 //! # Wire protocol (one JSON object per line, UTF-8, `\n`-terminated)
-//! 1. Server: `{"hello":"wick","protocol":1,"run_id":"…","pid":1234}`.
-//! 2. Client: `{"hello":"wick","protocol":1,"after":41}`; `after` (optional) is the last `seq`
+//! 1. Server: `{"hello":"wick","protocol":2,"run_id":"…","pid":1234}`.
+//! 2. Client: `{"hello":"wick","protocol":2,"after":41}`; `after` (optional) is the last `seq`
 //!    the client already has (it read `events.jsonl` itself); without it the whole stream is sent.
 //!    A different `protocol` gets `{"error":"…","code":"version"}` and the connection closes.
 //! 3. Server → client: every event after `after`, as [`Stamped`] lines, in order, without gaps.
@@ -774,7 +774,7 @@ mod tests {
 
     #[test]
     fn server_lines_are_told_apart() {
-        let hello = br#"{"hello":"wick","protocol":1,"run_id":"r","pid":3}"#;
+        let hello = br#"{"hello":"wick","protocol":2,"run_id":"r","pid":3}"#;
         assert!(matches!(
             parse_server_line(hello),
             Ok(ServerLine::Hello(h)) if h.run_id.as_deref() == Some("r")

@@ -48,6 +48,7 @@ fn tag(e: &Event) -> &'static str {
         Event::LearningRateChanged { .. } => "lr_changed",
         Event::CheckpointSaved { .. } => "checkpoint_saved",
         Event::Log { .. } => "log",
+        Event::Gpu { .. } => "gpu",
         Event::Finished { .. } => "finished",
         Event::Failed { .. } => "failed",
     }

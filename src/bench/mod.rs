@@ -19,6 +19,7 @@
 //! [`child_main`]); otherwise in this process, with the peak reset between configurations
 //! (Linux `clear_refs`), which over-counts memory the allocator kept from earlier rows.
 
+pub mod gpu;
 pub mod loader;
 pub mod workloads;
 

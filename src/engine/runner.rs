@@ -61,6 +61,12 @@ pub struct Runner {
     last_eval: Option<Evaluation>,
     /// Self-training's teacher, re-initialisation weights and lookups (see `ssl`).
     ssl: ssl::Runtime,
+    /// The precision training runs in (`train.precision`, resolved against the device).
+    precision: crate::config::Precision,
+    /// Said right after `RunStarted` (e.g. bf16 asked for, no GPU found).
+    device_warnings: Vec<String>,
+    /// Samples the GPU for the dashboard header while the run is on CUDA.
+    gpu_monitor: Option<super::device::GpuMonitor>,
 }
 
 impl Runner {
@@ -72,7 +78,16 @@ impl Runner {
         commands: UnboundedReceiver<Command>,
         resume: Option<Resume>,
     ) -> Result<Runner, EngineError> {
-        let (device, device_name) = super::device::open(&cfg.device)?;
+        let (device, mut device_name) = super::device::open(&cfg.device)?;
+        let (precision, precision_warning) = super::device::resolve_precision(
+            cfg.train.precision,
+            &device,
+            &cfg.device,
+            &device_name,
+        )?;
+        if precision != crate::config::Precision::F32 {
+            device_name = format!("{device_name} {}", precision.name());
+        }
         let data = RunData::prepare(&cfg)?;
         let (mean, std) = cfg.normalisation();
         let preprocess = Preprocess {
@@ -194,6 +209,9 @@ impl Runner {
             started: Instant::now(),
             last_eval: None,
             ssl,
+            precision,
+            device_warnings: precision_warning.into_iter().collect(),
+            gpu_monitor: None,
         })
     }
 
@@ -209,8 +227,13 @@ impl Runner {
         }
     }
 
-    /// Runs to the end of the plan (or a `Stop`) and returns the summary.
-    pub fn run(mut self) -> Result<Summary, EngineError> {
+    /// Runs to the end of the plan (or a `Stop`) and returns the summary; convolutions and
+    /// matmuls compute in `train.precision` (see [`crate::model::autocast`]).
+    pub fn run(self) -> Result<Summary, EngineError> {
+        crate::model::autocast::with(self.precision.compute_dtype(), move || self.run_plan())
+    }
+
+    fn run_plan(mut self) -> Result<Summary, EngineError> {
         let task = match (
             self.cfg.model.pretrained.is_some(),
             self.cfg.self_training.enabled,
@@ -247,6 +270,15 @@ impl Runner {
             protocol: crate::protocol::PROTOCOL_VERSION,
             resumed: self.resumed,
         });
+        for w in std::mem::take(&mut self.device_warnings) {
+            tracing::warn!("{w}");
+            self.emit(Event::log(Level::Warn, w));
+        }
+        self.gpu_monitor = super::device::GpuMonitor::start(
+            &self.device,
+            self.hub.clone(),
+            std::time::Duration::from_secs(2),
+        );
         if self.resumed {
             for w in std::mem::take(&mut self.resume_warnings) {
                 tracing::warn!("{w}");
@@ -279,6 +311,9 @@ impl Runner {
         }
         self.save_checkpoint()?;
         let summary = self.summary()?;
+        if let Some(m) = self.gpu_monitor.take() {
+            m.stop(); // nothing after the terminal event
+        }
         self.emit(Event::Finished {
             summary: summary.clone(),
         });

@@ -14,10 +14,11 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
+use super::autocast;
 use super::batchnorm::BatchNorm2d;
-use super::layers::{global_avg_pool, linear, KAIMING_FAN_OUT};
+use super::layers::{global_avg_pool, linear, Linear, KAIMING_FAN_OUT};
 use super::Classifier;
 use crate::ops;
 
@@ -82,20 +83,22 @@ impl SameConv {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Mixed precision: see `super::autocast` (a no-op in f32).
+        let (x, weight) = (&autocast::cast(x)?, &autocast::cast(&self.weight)?);
         let (_, _, h, w) = x.dims4()?;
         let (top, bottom) = same_pad(h, self.k, self.stride);
         let (left, right) = same_pad(w, self.k, self.stride);
         if self.depthwise {
-            return ops::depthwise_conv2d(x, &self.weight, self.stride, [top, bottom, left, right]);
+            return ops::depthwise_conv2d(x, weight, self.stride, [top, bottom, left, right]);
         }
         let s = (self.stride, self.stride);
         if top == bottom && left == right {
-            ops::conv2d(x, &self.weight, None, s, (top, left), (1, 1), 1)
+            ops::conv2d(x, weight, None, s, (top, left), (1, 1), 1)
         } else {
             let x = x
                 .pad_with_zeros(2, top, bottom)?
                 .pad_with_zeros(3, left, right)?;
-            ops::conv2d(&x, &self.weight, None, s, (0, 0), (1, 1), 1)
+            ops::conv2d(&x, weight, None, s, (0, 0), (1, 1), 1)
         }
     }
 }

@@ -2,12 +2,14 @@
 //! torchvision's initialisation, and global average pooling.
 //!
 //! Convolutions run through [`crate::ops::conv2d`] (wick's GEMM kernels on the CPU, candle's
-//! convolution elsewhere).
+//! convolution elsewhere). Convolutions and linear layers follow [`super::autocast`] (bf16
+//! compute under `precision = "bf16"`).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
 
+use super::autocast;
 use crate::ops;
 
 /// A 2-D convolution layer (same fields and accessors as `candle_nn::Conv2d`) whose forward
@@ -44,10 +46,14 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
+        // Under autocast: bf16 input, weight (cast from the f32 master) and output.
+        let x = autocast::cast(x)?;
+        let w = autocast::cast(&self.weight)?;
+        let b = self.bias.as_ref().map(autocast::cast).transpose()?;
         ops::conv2d(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
+            &x,
+            &w,
+            b.as_ref(),
             (c.stride, c.stride),
             (c.padding, c.padding),
             (c.dilation, c.dilation),
@@ -102,7 +108,43 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     Ok(Linear::new(w, Some(b)))
 }
 
-/// `[N, C, H, W]` → `[N, C]`.
+/// A linear layer (same constructor and accessors as `candle_nn::Linear`) that follows
+/// [`autocast`]: under bf16 it multiplies in bf16 and returns f32 (the models' only linear
+/// layer is the classifier head, whose logits feed the f32 loss).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear {
+            inner: candle_nn::Linear::new(weight, bias),
+        }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if autocast::compute_dtype().is_none() {
+            return self.inner.forward(x);
+        }
+        let w = autocast::cast(self.weight())?;
+        let b = self.bias().map(autocast::cast).transpose()?;
+        let y = candle_nn::Linear::new(w, b).forward(&autocast::cast(x)?)?;
+        autocast::to_f32(&y)
+    }
+}
+
+/// `[N, C, H, W]` → `[N, C]` (in f32: reduced-precision activations are upcast first).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    x.mean((2, 3))
+    autocast::to_f32(x)?.mean((2, 3))
 }

@@ -5,6 +5,7 @@
 //! with it) and implements [`Classifier`]. The train flag is passed explicitly and reaches every
 //! BatchNorm.
 
+pub mod autocast;
 pub mod batchnorm;
 pub mod efficientnet;
 pub mod init;

@@ -7,10 +7,10 @@
 //! train flag reaches every BatchNorm.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::batchnorm::{BatchNorm2d, DEFAULT_EPS};
-use super::layers::{conv2d_no_bias, global_avg_pool, linear, Conv2d};
+use super::layers::{conv2d_no_bias, global_avg_pool, linear, Conv2d, Linear};
 use super::Classifier;
 use crate::ops;
 

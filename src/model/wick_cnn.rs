@@ -10,10 +10,10 @@
 //! `fc.{weight,bias}`. About 141k parameters for 1 input channel and 10 classes.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::batchnorm::{BatchNorm2d, DEFAULT_EPS};
-use super::layers::{conv2d_no_bias, global_avg_pool, linear, Conv2d};
+use super::layers::{conv2d_no_bias, global_avg_pool, linear, Conv2d, Linear};
 use super::Classifier;
 use crate::ops;
 

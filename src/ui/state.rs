@@ -567,6 +567,8 @@ pub struct App {
     /// Threshold asked for with `+`/`-` and not yet confirmed by `ThresholdChanged`.
     pub threshold_requested: Option<f32>,
     pub learning_rate: Option<f64>,
+    /// Latest GPU reading (`Event::Gpu`): memory used and total (MiB), utilisation (%).
+    pub gpu: Option<(u64, u64, Option<u32>)>,
     pub logs: VecDeque<LogLine>,
     pub summary: Option<Summary>,
     pub error: Option<String>,
@@ -620,6 +622,7 @@ impl App {
             threshold: None,
             threshold_requested: None,
             learning_rate: None,
+            gpu: None,
             logs: VecDeque::new(),
             summary: None,
             error: None,
@@ -1342,6 +1345,11 @@ impl App {
                 self.log(at, Level::Info, format!("threshold set to {value:.2}"));
                 self.set_threshold(value);
             }
+            Event::Gpu {
+                memory_used_mib,
+                memory_total_mib,
+                utilization_pct,
+            } => self.gpu = Some((memory_used_mib, memory_total_mib, utilization_pct)),
             Event::LearningRateChanged { value } => {
                 self.log(at, Level::Info, format!("learning rate set to {value:e}"));
                 self.learning_rate = Some(value);

@@ -1002,3 +1002,24 @@ pub(crate) fn load_now(app: &mut App, effects: Vec<Effect>) {
         }
     }
 }
+
+#[test]
+fn gpu_reading_shows_in_the_header_at_80x24() {
+    let mut events = running().events;
+    if let Event::RunStarted { device, .. } = &mut events[0].event {
+        *device = "cuda:0 H200 bf16".into();
+    }
+    let mut gpu = events.last().unwrap().clone();
+    gpu.seq += 1;
+    gpu.event = Event::Gpu {
+        memory_used_mib: 12_595,
+        memory_total_mib: 143_771,
+        utilization_pct: Some(87),
+    };
+    events.push(gpu);
+    let s = screen(&app_from(&events, FANCY), 80, 24);
+    let header = s.lines().next().unwrap_or_default();
+    assert!(header.contains(RUN_ID), "{s}");
+    assert!(header.contains("cuda:0 H200 bf16 12.3/140G 87%"), "{s}");
+    assert!(header.contains("RUNNING"), "{s}");
+}

@@ -185,7 +185,10 @@ fn header_line(cx: &Ctx, width: usize) -> Line<'static> {
                 r.run_id.clone(),
                 r.task.clone(),
                 r.model.clone(),
-                r.device.clone(),
+                match cx.app.gpu {
+                    Some(g) => format!("{} {}", r.device, gpu_brief(g)),
+                    None => r.device.clone(),
+                },
             ];
             let total = |f: &[String]| {
                 " wick".len()
@@ -213,6 +216,16 @@ fn header_line(cx: &Ctx, width: usize) -> Line<'static> {
         span(cx.g.pad(&left, room + 1), cx.t.bold()),
         span(badge, cx.t.badge(app.state)),
     ])
+}
+
+/// `"12.3/140G 87%"`: GPU memory used / total (GiB) and utilisation.
+pub(crate) fn gpu_brief((used, total, util): (u64, u64, Option<u32>)) -> String {
+    let gib = |mib: u64| mib as f64 / 1024.0;
+    let mut s = format!("{:.1}/{:.0}G", gib(used), gib(total));
+    if let Some(u) = util {
+        s.push_str(&format!(" {u}%"));
+    }
+    s
 }
 
 fn info_line(cx: &Ctx, width: usize) -> Line<'static> {
