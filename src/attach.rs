@@ -177,7 +177,10 @@ pub async fn dashboard(run: &RunDir, ascii: bool) -> Result<AttachOutcome, Attac
     let config = std::fs::read_to_string(run.config())
         .ok()
         .and_then(|t| Config::parse(&t, &run.config()).ok());
-    let fps = config.as_ref().map(|c| c.ui.fps).unwrap_or_else(crate::config::default_fps);
+    let fps = config
+        .as_ref()
+        .map(|c| c.ui.fps)
+        .unwrap_or_else(crate::config::default_fps);
     let keys = config.map(|c| c.keys).unwrap_or_default();
     let (events, commands, reader, live) = match connect(&run.socket(), after).await {
         Ok(conn) => {
