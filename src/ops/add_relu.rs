@@ -43,17 +43,32 @@ impl AddRelu {
     ) -> Result<(CpuStorage, Shape)> {
         let a = T::slice(s1, l1, "add_relu")?;
         let b = T::slice(s2, l2, "add_relu")?;
-        let mut out = Vec::<T>::with_capacity(a.len());
-        // SAFETY: every element is written below before the vector is read.
-        #[allow(clippy::uninit_vec)]
-        unsafe {
-            out.set_len(a.len())
-        };
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| add_relu_mv(o, a, b));
+        let out = zip_map(a, b, "add_relu", add_relu_mv)?;
         Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
     }
+}
+
+/// `kernel(out, a, b)` over matching chunks of two equally long operands, in parallel, into a
+/// fresh vector: the shared body of the forward and backward passes.
+fn zip_map<T: Float>(
+    a: &[T],
+    b: &[T],
+    what: &str,
+    kernel: impl Fn(&mut [T], &[T], &[T]) + Sync,
+) -> Result<Vec<T>> {
+    if a.len() != b.len() {
+        candle_core::bail!("{what}: {} vs {} elements", a.len(), b.len())
+    }
+    let mut out = Vec::<T>::with_capacity(a.len());
+    // SAFETY: every element is written below before the vector is read.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        out.set_len(a.len())
+    };
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| kernel(o, a, b));
+    Ok(out)
 }
 
 impl CustomOp2 for AddRelu {
@@ -99,18 +114,7 @@ impl ReluGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let g = T::slice(s1, l1, "add_relu backward")?;
         let y = T::slice(s2, l2, "add_relu backward")?;
-        if g.len() != y.len() {
-            candle_core::bail!("add_relu backward: {} vs {} elements", g.len(), y.len())
-        }
-        let mut out = Vec::<T>::with_capacity(g.len());
-        // SAFETY: every element is written below before the vector is read.
-        #[allow(clippy::uninit_vec)]
-        unsafe {
-            out.set_len(g.len())
-        };
-        out.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|(o, (g, y))| mask_mv(o, g, y));
+        let out = zip_map(g, y, "add_relu backward", mask_mv)?;
         Ok((T::to_cpu_storage_owned(out), l1.shape().clone()))
     }
 }
