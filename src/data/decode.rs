@@ -9,18 +9,32 @@
 //! - palette images are expanded by the decoder; 16-bit and float samples are scaled to 8 bits
 //!   with rounding.
 
+use std::io::Cursor;
 use std::path::Path;
 
 use image::{DynamicImage, ImageReader};
 
+use super::jpeg;
 use super::transform::U8Image;
 use super::DataError;
 
 /// Decodes the image at `path` into `channels` (1 or 3) 8-bit channels.
 pub fn decode_image(path: &Path, channels: usize) -> Result<U8Image, DataError> {
     check_channels(channels)?;
-    let reader = ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_bytes(path, &bytes, channels)
+}
+
+/// [`decode_image`] of a file already read into memory (`path` names it in errors). JPEGs go
+/// through libjpeg-turbo (see [`super::jpeg`]), everything else through the `image` crate.
+pub fn decode_bytes(path: &Path, bytes: &[u8], channels: usize) -> Result<U8Image, DataError> {
+    check_channels(channels)?;
+    if jpeg::AVAILABLE && jpeg::is_jpeg(bytes) {
+        if let Some(img) = jpeg::decode(bytes, channels).map_err(|m| jpeg_error(path, m))? {
+            return Ok(img);
+        }
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
     let img = reader.decode().map_err(|e| DataError::Decode {
@@ -28,7 +42,7 @@ pub fn decode_image(path: &Path, channels: usize) -> Result<U8Image, DataError> 
         source: e,
     })?;
     if channels == 3 {
-        // Moves the buffer when the decoder already produced 8-bit RGB (JPEG): no copy.
+        // Moves the buffer when the decoder already produced 8-bit RGB: no copy.
         let (width, height) = (img.width() as usize, img.height() as usize);
         return Ok(U8Image {
             width,
@@ -38,6 +52,24 @@ pub fn decode_image(path: &Path, channels: usize) -> Result<U8Image, DataError> 
         });
     }
     from_dynamic(&img, channels)
+}
+
+/// The JPEG headers of `bytes` when they are a JPEG that libjpeg-turbo will decode (`None`:
+/// not a JPEG, no libjpeg in this build, or a kind left to the `image` crate such as CMYK).
+pub fn jpeg_header(path: &Path, bytes: &[u8]) -> Result<Option<jpeg::Header>, DataError> {
+    if !jpeg::AVAILABLE || !jpeg::is_jpeg(bytes) {
+        return Ok(None);
+    }
+    let header = jpeg::read_header(bytes).map_err(|m| jpeg_error(path, m))?;
+    Ok(header.filter(|h| h.components != 4))
+}
+
+/// libjpeg's message, with the file's path.
+pub fn jpeg_error(path: &Path, message: String) -> DataError {
+    DataError::Jpeg {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 /// Converts a decoded image to `channels` (1 or 3) 8-bit channels.

@@ -24,7 +24,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
-use super::transform::{sample_rng, Preprocess, U8Image};
+use super::transform::{normalize_into, sample_rng, Preprocess, U8Image};
 
 pub use super::transform::AugmentKind;
 
@@ -77,6 +77,13 @@ impl Cache {
             budget,
             used: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether `index` is cached or may still be (the budget is not used up).
+    fn may_hold(&self, index: usize) -> bool {
+        self.slots.get(index).is_some_and(|slot| {
+            slot.get().is_some() || self.used.load(Ordering::Acquire) < self.budget
+        })
     }
 
     /// The cached decode of `index`, or `load()` (cached when the budget allows).
@@ -262,14 +269,22 @@ fn process(shared: &Shared, plan: &Plan, pos: usize) -> Result<Vec<f32>, String>
         ));
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let img = shared.cache.get_or_load(index, || {
-            shared.preprocess.decode(path).map_err(|e| e.to_string())
-        })?;
+        let pre = &shared.preprocess;
         let mut rng = sample_rng(plan.seed, plan.epoch, index, plan.aug, plan.repeats[pos]);
-        shared
-            .preprocess
-            .apply(&img, plan.aug, &mut rng)
-            .map_err(|e| format!("{}: {e}", path.display()))
+        let augmented = if shared.cache.may_hold(index) {
+            let img = shared
+                .cache
+                .get_or_load(index, || pre.decode(path).map_err(|e| e.to_string()))?;
+            pre.augment(&img, plan.aug, &mut rng)
+        } else {
+            // Nothing to keep for the next epoch: decode only what the augmentation needs.
+            pre.decode_augment(path, plan.aug, &mut rng)
+                .map_err(|e| e.to_string())?
+        };
+        let mut out = vec![0.0; pre.image_len()];
+        normalize_into(&augmented, &pre.mean, &pre.std, &mut out)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(out)
     }));
     outcome.unwrap_or_else(|_| {
         Err(format!(
@@ -613,6 +628,36 @@ mod tests {
                 .collect();
             assert_ne!(reference, other, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn jpeg_region_decoding_gives_the_cached_batches() {
+        // Uncached RandomResizedCrop batches of JPEGs decode only each crop's region; cached
+        // ones crop the whole decode. Both must be the same numbers.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg");
+        let paths: Arc<Vec<PathBuf>> = Arc::new(
+            [
+                "astronaut-321x243-q90.jpg",
+                "coffee-242x161-progressive.jpg",
+                "coffee-242x161-grey.jpg",
+                "astronaut-64x48-cmyk.jpg",
+            ]
+            .iter()
+            .map(|n| fixtures.join(n))
+            .collect(),
+        );
+        let order: Vec<usize> = (0..4).chain(0..4).chain(0..4).collect();
+        let kind = AugmentKind::Train(Augment::RandomResizedCrop);
+        let rgb = Preprocess::new(3, 32, vec![0.5; 3], vec![0.25; 3]).expect("preprocess");
+        let run = |workers: usize, cache: usize| -> Vec<Batch> {
+            Loader::new(Arc::clone(&paths), rgb.clone(), workers, cache)
+                .batches(order.clone(), 5, kind, 7, 1)
+                .collect()
+        };
+        let uncached = run(1, 0);
+        assert_eq!(uncached.iter().map(|b| b.indices.len()).sum::<usize>(), 12);
+        assert!(uncached.iter().all(|b| b.skipped.is_empty()));
+        assert_eq!(uncached, run(2, 64));
     }
 
     #[test]

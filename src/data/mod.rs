@@ -3,6 +3,7 @@
 //! - [`image_folder`]: torchvision-style `root/<class>/<image>` trees and unlabelled folders.
 //! - [`idx`]: MNIST-style idx files (gzipped or not).
 //! - [`decode`]: image files to 8-bit luma or RGB buffers.
+//! - [`jpeg`]: JPEGs through libjpeg-turbo, whole or only the region a crop keeps.
 //! - [`transform`]: eval transform, train augmentations, normalisation to CHW `f32`.
 //! - [`augment`]: the weak and strong (RandAugment-style) views for self-training.
 //! - [`loader`]: worker threads that decode, augment and batch in order, with a decoded-image
@@ -17,6 +18,7 @@ pub mod decode;
 pub mod export;
 pub mod idx;
 pub mod image_folder;
+pub mod jpeg;
 pub mod loader;
 pub mod transform;
 
@@ -79,6 +81,9 @@ pub enum DataError {
         path: PathBuf,
         source: image::ImageError,
     },
+    /// A JPEG that libjpeg-turbo could not decode.
+    #[error("{path}: cannot decode JPEG: {message}")]
+    Jpeg { path: PathBuf, message: String },
     /// An image that could not be encoded or written.
     #[error("{path}: cannot write image: {source}")]
     Encode {

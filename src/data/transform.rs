@@ -14,7 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::augment::{strong_augment, weak_augment};
-use super::decode::decode_image;
+use super::decode::{decode_bytes, decode_image, jpeg_error, jpeg_header};
+use super::jpeg;
 use super::DataError;
 use crate::config::Augment;
 
@@ -190,6 +191,25 @@ impl Preprocess {
     /// Decodes `path` to this preprocessing's channel count.
     pub fn decode(&self, path: &Path) -> Result<U8Image, DataError> {
         decode_image(path, self.channels)
+    }
+
+    /// Decodes `path` and augments it for `kind` in one go: the same image as
+    /// [`Preprocess::decode`] then [`Preprocess::augment`] with the same generator, but a
+    /// RandomResizedCrop of a JPEG decodes only the rows and columns the crop keeps.
+    pub fn decode_augment(
+        &self,
+        path: &Path,
+        kind: AugmentKind,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<U8Image, DataError> {
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        if kind == AugmentKind::Train(Augment::RandomResizedCrop) {
+            if let Some(header) = jpeg_header(path, &bytes)? {
+                return jpeg_random_resized_crop_flip(path, &bytes, header, self, rng);
+            }
+        }
+        let img = decode_bytes(path, &bytes, self.channels)?;
+        Ok(self.augment(&img, kind, rng))
     }
 
     /// The augmented (or eval) `size` x `size` image for `kind`.
@@ -605,6 +625,39 @@ pub fn random_resized_crop_flip(img: &U8Image, size: usize, rng: &mut ChaCha8Rng
         rng,
     );
     let flip = rng.random_bool(0.5);
+    crop_resize_flip(img, b, size, flip)
+}
+
+/// [`random_resized_crop_flip`] of a JPEG, decoding only the crop: the box is drawn from the
+/// header's size with the same generator draws, so the result is the same image.
+fn jpeg_random_resized_crop_flip(
+    path: &Path,
+    bytes: &[u8],
+    header: jpeg::Header,
+    p: &Preprocess,
+    rng: &mut ChaCha8Rng,
+) -> Result<U8Image, DataError> {
+    let size = p.size;
+    let b = random_resized_crop_box(
+        header.width,
+        header.height,
+        (0.08, 1.0),
+        (3.0 / 4.0, 4.0 / 3.0),
+        rng,
+    );
+    let flip = rng.random_bool(0.5);
+    let Some(window) = jpeg::decode_region_window(bytes, header, p.channels, b)
+        .map_err(|m| jpeg_error(path, m))?
+    else {
+        // A file libjpeg leaves to the image crate: decode it all, crop as usual.
+        let img = decode_bytes(path, bytes, p.channels)?;
+        return Ok(crop_resize_flip(&img, b, size, flip));
+    };
+    Ok(crop_resize_flip(&window.image, window.region, size, flip))
+}
+
+/// The window `b` of `img` resized to `size` x `size`, mirrored when `flip`.
+fn crop_resize_flip(img: &U8Image, b: CropBox, size: usize, flip: bool) -> U8Image {
     if (b.width, b.height) == (size, size) {
         let mut out = crop(img, b.x as isize, b.y as isize, size, size, 0);
         if flip {
@@ -843,6 +896,51 @@ mod tests {
                 hflip(&mut expected);
             }
             assert_eq!(random_resized_crop_flip(&img, 32, &mut rng(seed)), expected);
+        }
+    }
+
+    #[test]
+    fn decode_augment_is_decode_then_augment() {
+        // On real JPEGs (region-decoded for RandomResizedCrop) and a PNG (decoded whole).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let png = dir.path().join("g.png");
+        let g = gradient(45, 38, 3);
+        image::RgbImage::from_raw(45, 38, g.data.clone())
+            .expect("rgb")
+            .save(&png)
+            .expect("save");
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg");
+        let files = [
+            fixtures.join("astronaut-321x243-q90.jpg"),
+            fixtures.join("coffee-242x161-progressive.jpg"),
+            fixtures.join("coffee-242x161-grey.jpg"),
+            fixtures.join("astronaut-64x48-cmyk.jpg"),
+            png,
+        ];
+        let kinds = [
+            AugmentKind::Train(Augment::RandomResizedCrop),
+            AugmentKind::Eval,
+            AugmentKind::Strong,
+        ];
+        for channels in [1, 3] {
+            for size in [24, 64] {
+                let p = Preprocess::new(channels, size, vec![0.5; channels], vec![0.25; channels])
+                    .expect("preprocess");
+                for file in &files {
+                    let img = p.decode(file).expect("decode");
+                    for kind in kinds {
+                        for seed in 0..12 {
+                            let mut r1 = sample_rng(seed, 0, 0, kind, 0);
+                            let mut r2 = sample_rng(seed, 0, 0, kind, 0);
+                            let want = p.augment(&img, kind, &mut r1);
+                            let got = p.decode_augment(file, kind, &mut r2).expect("fused");
+                            assert_eq!(got, want, "{file:?} {kind:?} {channels}ch seed {seed}");
+                            // Same number of draws: the next numbers agree too.
+                            assert_eq!(r1.random::<u64>(), r2.random::<u64>());
+                        }
+                    }
+                }
+            }
         }
     }
 
