@@ -58,8 +58,20 @@ impl Glyphs {
     }
 
     /// A horizontal bar `width` cells wide, filled to `frac` (0..=1). ASCII: `####....`;
-    /// Unicode: full blocks with an eighths partial, then light shade.
+    /// Unicode: full blocks with an eighths partial, then light shade (a visible track, for
+    /// bars read side by side such as per-class accuracy).
     pub fn bar(&self, frac: f64, width: usize) -> String {
+        self.bar_on(frac, width, "░")
+    }
+
+    /// A progress gauge: [`Self::bar`] with a blank track in Unicode (the brackets around it
+    /// show its extent). A gauge empties at every epoch, and a space is one byte on the wire
+    /// where `░` is three.
+    pub fn gauge(&self, frac: f64, width: usize) -> String {
+        self.bar_on(frac, width, " ")
+    }
+
+    fn bar_on(&self, frac: f64, width: usize, track: &str) -> String {
         let frac = if frac.is_finite() {
             frac.clamp(0.0, 1.0)
         } else {
@@ -80,7 +92,7 @@ impl Glyphs {
             s.push_str(BAR_EIGHTHS[part - 1]);
             used += 1;
         }
-        s.push_str(&"░".repeat(width - used));
+        s.push_str(&track.repeat(width - used));
         s
     }
 
@@ -408,6 +420,8 @@ mod tests {
         assert_eq!(A.bar(2.0, 3), "###");
         assert_eq!(U.bar(0.5, 4), "██░░");
         assert_eq!(U.bar(1.0 / 16.0, 2), "▏░");
+        assert_eq!(U.gauge(0.5, 4), "██  ");
+        assert_eq!(A.gauge(0.5, 4), "##..");
         for w in 0..12 {
             for i in 0..=20 {
                 let f = f64::from(i) / 20.0;

@@ -21,6 +21,7 @@ pub mod state;
 pub mod terminal;
 pub mod thumbs;
 pub mod view;
+pub mod wire;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -32,6 +32,7 @@ use super::palette::{detect_color_depth, ColorDepth};
 use super::state::{App, Effect, Msg, ViewOptions};
 use super::thumbs;
 use super::view;
+use super::wire::{scroll_regions_enabled, ScrollingBackend};
 
 /// How the dashboard runs.
 #[derive(Debug, Clone, Default)]
@@ -251,14 +252,20 @@ impl Write for TtyOut {
     }
 }
 
+/// The terminal the dashboard draws on: crossterm behind the scroll-region writer.
+type Tty = Terminal<ScrollingBackend<CrosstermBackend<TtyOut>>>;
+
 /// Raw mode, alternate screen, hidden cursor; the panic hook is installed first.
-fn enter(out: &TtyOut) -> io::Result<Terminal<CrosstermBackend<TtyOut>>> {
+fn enter(out: &TtyOut) -> io::Result<Tty> {
     install_panic_hook();
     enable_raw_mode()?;
     ACTIVE.store(true, Ordering::SeqCst);
     let mut w = out.clone();
     let set_up = execute!(w, EnterAlternateScreen, cursor::Hide)
-        .and_then(|()| Terminal::new(CrosstermBackend::new(out.clone())));
+        .and_then(|()| {
+            ScrollingBackend::new(CrosstermBackend::new(out.clone()), scroll_regions_enabled())
+        })
+        .and_then(Terminal::new);
     match set_up {
         Ok(t) => Ok(t),
         Err(e) => {

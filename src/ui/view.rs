@@ -136,6 +136,36 @@ pub(crate) fn put(frame: &mut Frame, area: Rect, lines: Vec<Line<'static>>) {
     }
 }
 
+/// `s` with `style` on its glyphs only: runs of spaces stay unstyled, so that a blank cell
+/// drawn by a chart or a gauge equals the blank the terminal already shows and is not sent
+/// again (a space with a foreground colour differs from a plain one).
+pub(crate) fn ink(s: &str, style: Style) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    let mut run = String::new();
+    let mut blank_run = true;
+    for ch in s.chars() {
+        let blank = ch == ' ';
+        if blank != blank_run && !run.is_empty() {
+            let text = std::mem::take(&mut run);
+            spans.push(if blank_run {
+                Span::raw(text)
+            } else {
+                Span::styled(text, style)
+            });
+        }
+        blank_run = blank;
+        run.push(ch);
+    }
+    if !run.is_empty() {
+        spans.push(if blank_run {
+            Span::raw(run)
+        } else {
+            Span::styled(run, style)
+        });
+    }
+    spans
+}
+
 pub(crate) fn span(s: String, style: Style) -> Span<'static> {
     Span::styled(s, style)
 }
@@ -274,6 +304,10 @@ pub(crate) fn phase_short(phase: Phase) -> String {
 
 /// Label, bar, right-hand text; labels and right texts are padded to the given widths so the
 /// two gauges line up.
+/// Widest progress gauge, in cells: with eighths that is 1/480 of a step, and on a wide
+/// terminal a gauge as wide as the screen would cost its width again in bytes at every epoch.
+const MAX_GAUGE: usize = 60;
+
 fn gauge_line(
     cx: &Ctx,
     width: usize,
@@ -283,12 +317,12 @@ fn gauge_line(
     right: &str,
     rw: usize,
 ) -> Line<'static> {
-    let bar_w = width.saturating_sub(lw + rw + 5);
+    let bar_w = width.saturating_sub(lw + rw + 5).min(MAX_GAUGE);
     let mut spans = vec![span(format!(" {}", cx.g.pad(label, lw)), cx.t.bold())];
     match frac {
         Some(f) if bar_w >= 4 => {
             spans.push(Span::raw(" ["));
-            spans.push(span(cx.g.bar(f, bar_w), cx.t.bar()));
+            spans.extend(ink(&cx.g.gauge(f, bar_w), cx.t.bar()));
             spans.push(Span::raw("] "));
             spans.push(Span::raw(cx.g.fit(right, rw)));
         }
@@ -571,7 +605,7 @@ fn loss_panel(frame: &mut Frame, area: Rect, cx: &Ctx) {
         cx.g.sparkline(&shown, lo, hi, area.height.saturating_sub(1) as usize);
     let body = rows
         .into_iter()
-        .map(|r| Line::from(span(r, cx.t.bar())))
+        .map(|r| Line::from(ink(&r, cx.t.bar())))
         .collect();
     panel(frame, area, cx, "Loss per batch", &extra, body);
 }
@@ -1246,4 +1280,30 @@ fn help_overlay(frame: &mut Frame, area: Rect, cx: &Ctx) {
     }
     frame.render_widget(Clear, rect);
     frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+#[cfg(test)]
+mod ink_tests {
+    use super::*;
+
+    #[test]
+    fn ink_leaves_runs_of_spaces_unstyled() {
+        let red = Style::default().fg(ratatui::style::Color::Red);
+        let spans = ink("  ██ ▃  ", red);
+        let got: Vec<(&str, Style)> = spans
+            .iter()
+            .map(|s| (s.content.as_ref(), s.style))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("  ", Style::default()),
+                ("██", red),
+                (" ", Style::default()),
+                ("▃", red),
+                ("  ", Style::default()),
+            ]
+        );
+        assert!(ink("", red).is_empty());
+    }
 }
