@@ -115,19 +115,27 @@ fn phase_label(phase: &Phase) -> String {
 /// The final summary block: one `summary:` line with the headline numbers, then per-class
 /// accuracy.
 pub fn summary_text(summary: &Summary) -> String {
-    let mut out = format!(
-        "summary: {} after {} epochs: val_acc {:.2}% (best {:.2}% at epoch {}), val_loss {:.4}",
-        if summary.stopped {
-            "stopped"
-        } else {
-            "finished"
-        },
-        summary.epochs,
-        summary.final_val_acc * 100.0,
-        summary.best_val_acc * 100.0,
-        summary.best_epoch,
-        summary.final_val_loss
-    );
+    let end = if summary.stopped {
+        "stopped"
+    } else {
+        "finished"
+    };
+    // best_epoch 0: stopped before any epoch was validated.
+    let mut out = if summary.best_epoch == 0 {
+        format!(
+            "summary: {end} after {} epochs: no epoch validated",
+            summary.epochs
+        )
+    } else {
+        format!(
+            "summary: {end} after {} epochs: val_acc {:.2}% (best {:.2}% at epoch {}), val_loss {:.4}",
+            summary.epochs,
+            summary.final_val_acc * 100.0,
+            summary.best_val_acc * 100.0,
+            summary.best_epoch,
+            summary.final_val_loss
+        )
+    };
     if let Some(s) = summary.supervised_val_acc {
         out.push_str(&format!(", supervised-only {:.2}%", s * 100.0));
     }
@@ -198,5 +206,19 @@ mod tests {
         assert!(text.contains("supervised-only 70.00%"));
         assert!(text.contains("Coat  acc  80.0%"), "{text}");
         assert!(!text.contains('\x1b'));
+        // Stopped before the first validation: no "best at epoch 0".
+        let stopped = Summary {
+            epochs: 0,
+            best_epoch: 0,
+            best_val_acc: 0.0,
+            stopped: true,
+            ..s
+        };
+        let text = summary_text(&stopped);
+        assert!(
+            text.starts_with("summary: stopped after 0 epochs: no epoch validated"),
+            "{text}"
+        );
+        assert!(!text.contains("epoch 0"), "{text}");
     }
 }

@@ -527,7 +527,7 @@ impl Runner {
         if self.state.round == 0 {
             self.state.supervised_val_acc = Some(val_acc);
         }
-        let improved = val_acc > self.state.best_val_acc;
+        let improved = improves(self.state.best_epoch, self.state.best_val_acc, val_acc);
         if improved {
             self.state.best_val_acc = val_acc;
             self.state.best_epoch = epoch;
@@ -934,5 +934,25 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+/// Whether an epoch's validation accuracy makes it the best so far. The first validated epoch
+/// always does (`best_epoch` 0 means none yet), even at 0% accuracy, so that a summary never
+/// names "epoch 0".
+fn improves(best_epoch: u32, best_val_acc: f64, val_acc: f64) -> bool {
+    best_epoch == 0 || val_acc > best_val_acc
+}
+
+#[cfg(test)]
+mod best_epoch_tests {
+    use super::improves;
+
+    #[test]
+    fn the_first_epoch_is_the_best_even_at_zero_and_ties_keep_the_earlier() {
+        assert!(improves(0, 0.0, 0.0));
+        assert!(!improves(1, 0.0, 0.0));
+        assert!(improves(1, 0.5, 0.6));
+        assert!(!improves(3, 0.6, 0.6));
     }
 }

@@ -420,15 +420,20 @@ fn progress_lines(cx: &Ctx, width: usize) -> Vec<Line<'static>> {
 
 fn summary_lines(cx: &Ctx, s: &crate::protocol::Summary, width: usize) -> Vec<Line<'static>> {
     let sep = cx.g.sep();
-    let mut first = format!(
-        " {} {} epochs{sep}val acc {} (best {} @ epoch {}){sep}val loss {:.3}",
-        if s.stopped { "Stopped:" } else { "Done:" },
-        s.epochs,
-        pct(s.final_val_acc),
-        pct(s.best_val_acc),
-        s.best_epoch,
-        s.final_val_loss
-    );
+    let end = if s.stopped { "Stopped:" } else { "Done:" };
+    // best_epoch 0: the run ended before any epoch was validated.
+    let mut first = if s.best_epoch == 0 {
+        format!(" {end} {} epochs{sep}no epoch validated", s.epochs)
+    } else {
+        format!(
+            " {end} {} epochs{sep}val acc {} (best {} @ epoch {}){sep}val loss {:.3}",
+            s.epochs,
+            pct(s.final_val_acc),
+            pct(s.best_val_acc),
+            s.best_epoch,
+            s.final_val_loss
+        )
+    };
     if s.stopped {
         first.push_str(&format!("{sep}stopped by request"));
     }
