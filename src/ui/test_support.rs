@@ -349,6 +349,20 @@ pub fn finished() -> Script {
     s
 }
 
+/// A recorded event stream (`events.jsonl`); a line that does not parse panics with its
+/// file and line number.
+pub fn load_events(path: &std::path::Path) -> Vec<Stamped> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
 /// Fold `events` into a fresh app.
 pub fn app_from(events: &[Stamped], opts: ViewOptions) -> App {
     let mut app = App::new(opts);

@@ -9,7 +9,7 @@ use crate::protocol::{Command, Event, Level, Phase};
 use super::palette::ColorDepth;
 use super::state::{App, Effect, Msg, RunState, ViewOptions, LOG_LINES_MAX, LOSS_HISTORY_MAX};
 use super::test_support::{
-    app_from, finished, paused, render, running, text, Script, CLASSES, RUN_ID,
+    app_from, finished, load_events, paused, render, running, text, Script, CLASSES, RUN_ID,
 };
 use super::view::STOP_PROMPT;
 
@@ -17,6 +17,11 @@ pub(crate) const FANCY: ViewOptions = ViewOptions {
     color: true,
     ascii: false,
     color_depth: ColorDepth::TrueColor,
+};
+pub(crate) const C256: ViewOptions = ViewOptions {
+    color: true,
+    ascii: false,
+    color_depth: ColorDepth::Ansi256,
 };
 pub(crate) const PLAIN: ViewOptions = ViewOptions {
     color: false,
@@ -921,16 +926,7 @@ fn fixture_event_streams_fold_and_draw() {
     files.sort();
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
     for path in &files {
-        let body = std::fs::read_to_string(path).expect("read fixture");
-        let events: Vec<crate::protocol::Stamped> = body
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
-            })
-            .collect();
+        let events = load_events(path);
         let app = app_from(&events, PLAIN);
         assert!(app.run.is_some(), "{}: no RunStarted", path.display());
         for (w, h) in [(80, 24), (160, 48)] {

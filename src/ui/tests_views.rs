@@ -15,14 +15,9 @@ use super::state::{
     EMA_FACTORS,
 };
 use super::test_support::{app_from, finished, render, running, text, MISSING_IMAGE};
-use super::tests::{load_now, FANCY, PLAIN};
+use super::tests::{load_now, C256, FANCY, PLAIN};
 use super::thumbs::{load_thumbnail, render_thumbnail, Thumb, ThumbStyle, UPPER_HALF};
 
-const C256: ViewOptions = ViewOptions {
-    color: true,
-    ascii: false,
-    color_depth: ColorDepth::Ansi256,
-};
 const C16: ViewOptions = ViewOptions {
     color: true,
     ascii: false,

@@ -140,28 +140,23 @@ pub(crate) fn put(frame: &mut Frame, area: Rect, lines: Vec<Line<'static>>) {
 /// drawn by a chart or a gauge equals the blank the terminal already shows and is not sent
 /// again (a space with a foreground colour differs from a plain one).
 pub(crate) fn ink(s: &str, style: Style) -> Vec<Span<'static>> {
-    let mut spans = Vec::new();
-    let mut run = String::new();
-    let mut blank_run = true;
-    for ch in s.chars() {
-        let blank = ch == ' ';
-        if blank != blank_run && !run.is_empty() {
-            let text = std::mem::take(&mut run);
-            spans.push(if blank_run {
-                Span::raw(text)
-            } else {
-                Span::styled(text, style)
-            });
-        }
-        blank_run = blank;
-        run.push(ch);
-    }
-    if !run.is_empty() {
-        spans.push(if blank_run {
-            Span::raw(run)
+    let piece = |t: &str| {
+        if t.starts_with(' ') {
+            Span::raw(t.to_string())
         } else {
-            Span::styled(run, style)
-        });
+            Span::styled(t.to_string(), style)
+        }
+    };
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for (i, ch) in s.char_indices() {
+        if i > start && (ch == ' ') != s[start..].starts_with(' ') {
+            spans.push(piece(&s[start..i]));
+            start = i;
+        }
+    }
+    if start < s.len() {
+        spans.push(piece(&s[start..]));
     }
     spans
 }

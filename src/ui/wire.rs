@@ -70,12 +70,21 @@ impl<B: Backend> ScrollingBackend<B> {
         self.scrolls
     }
 
-    pub fn inner(&self) -> &B {
-        &self.inner
-    }
-
-    pub fn inner_mut(&mut self) -> &mut B {
-        &mut self.inner
+    /// Send `scroll` and do the same to the copy of the screen.
+    fn scroll(&mut self, scroll: Scroll) -> Result<(), B::Error> {
+        match scroll.direction {
+            Direction::Up => self
+                .inner
+                .scroll_region_up(scroll.region.clone(), scroll.amount)?,
+            Direction::Down => self
+                .inner
+                .scroll_region_down(scroll.region.clone(), scroll.amount)?,
+        }
+        if let Some(screen) = &mut self.screen {
+            apply_scroll(screen, &scroll);
+        }
+        self.scrolls += 1;
+        Ok(())
     }
 }
 
@@ -131,51 +140,39 @@ pub fn best_scroll(old: &Buffer, new: &Buffer) -> Option<Scroll> {
         }
     };
     for k in 1..h {
-        // Up: new row y shows old row y + k.
-        let mut y = 0;
-        while y + k < h {
-            if changed[y] == 0 || !same(y, y + k) {
-                y += 1;
-                continue;
+        for direction in [Direction::Up, Direction::Down] {
+            // New row y shows old row `src(y)`; `ys` are the rows where that old row exists.
+            let (ys, src): (Range<usize>, fn(usize, usize) -> usize) = match direction {
+                Direction::Up => (0..h - k, |y, k| y + k),
+                Direction::Down => (k..h, |y, k| y - k),
+            };
+            let mut y = ys.start;
+            while y < ys.end {
+                if changed[y] == 0 || !same(y, src(y, k)) {
+                    y += 1;
+                    continue;
+                }
+                let start = y;
+                while y < ys.end && same(y, src(y, k)) {
+                    y += 1;
+                }
+                // The region spans the run and the rows it came from; the rows that come in
+                // blank are below the run (up) or above it (down).
+                let (region, blanked) = match direction {
+                    Direction::Up => (start..y + k, y..y + k),
+                    Direction::Down => (start - k..y, start - k..start),
+                };
+                let before: usize = region.clone().map(|r| changed[r]).sum();
+                let after: usize = blanked.map(cost_blank).sum();
+                consider(
+                    before.saturating_sub(after),
+                    Scroll {
+                        region: region.start as u16..region.end as u16,
+                        amount: k as u16,
+                        direction,
+                    },
+                );
             }
-            let start = y;
-            while y + k < h && same(y, y + k) {
-                y += 1;
-            }
-            let region = start..y + k;
-            let before: usize = region.clone().map(|r| changed[r]).sum();
-            let after: usize = (y..y + k).map(cost_blank).sum();
-            consider(
-                before.saturating_sub(after),
-                Scroll {
-                    region: start as u16..(y + k) as u16,
-                    amount: k as u16,
-                    direction: Direction::Up,
-                },
-            );
-        }
-        // Down: new row y shows old row y - k.
-        let mut y = k;
-        while y < h {
-            if changed[y] == 0 || !same(y, y - k) {
-                y += 1;
-                continue;
-            }
-            let start = y;
-            while y < h && same(y, y - k) {
-                y += 1;
-            }
-            let region = start - k..y;
-            let before: usize = region.clone().map(|r| changed[r]).sum();
-            let after: usize = (start - k..start).map(cost_blank).sum();
-            consider(
-                before.saturating_sub(after),
-                Scroll {
-                    region: (start - k) as u16..y as u16,
-                    amount: k as u16,
-                    direction: Direction::Down,
-                },
-            );
         }
     }
     best.map(|(_, s)| s)
@@ -216,9 +213,8 @@ impl<B: Backend> Backend for ScrollingBackend<B> {
     where
         I: Iterator<Item = (u16, u16, &'a Cell)>,
     {
-        let screen = match &mut self.screen {
-            Some(s) if self.enabled => s,
-            _ => return self.inner.draw(content),
+        let Some(screen) = self.screen.as_ref().filter(|_| self.enabled) else {
+            return self.inner.draw(content);
         };
         // What ratatui wants on screen: the screen plus its changes.
         let mut next = screen.clone();
@@ -228,17 +224,12 @@ impl<B: Backend> Backend for ScrollingBackend<B> {
             }
         }
         if let Some(scroll) = best_scroll(screen, &next) {
-            match scroll.direction {
-                Direction::Up => self
-                    .inner
-                    .scroll_region_up(scroll.region.clone(), scroll.amount)?,
-                Direction::Down => self
-                    .inner
-                    .scroll_region_down(scroll.region.clone(), scroll.amount)?,
-            }
-            apply_scroll(screen, &scroll);
-            self.scrolls += 1;
+            self.scroll(scroll)?;
         }
+        let screen = self
+            .screen
+            .as_mut()
+            .expect("a copy of the screen, checked above");
         let updates = screen.diff(&next);
         self.inner.draw(updates.into_iter())?;
         *screen = next;
@@ -296,33 +287,19 @@ impl<B: Backend> Backend for ScrollingBackend<B> {
     }
 
     fn scroll_region_up(&mut self, region: Range<u16>, amount: u16) -> Result<(), Self::Error> {
-        self.inner.scroll_region_up(region.clone(), amount)?;
-        if let Some(s) = &mut self.screen {
-            apply_scroll(
-                s,
-                &Scroll {
-                    region,
-                    amount,
-                    direction: Direction::Up,
-                },
-            );
-        }
-        Ok(())
+        self.scroll(Scroll {
+            region,
+            amount,
+            direction: Direction::Up,
+        })
     }
 
     fn scroll_region_down(&mut self, region: Range<u16>, amount: u16) -> Result<(), Self::Error> {
-        self.inner.scroll_region_down(region.clone(), amount)?;
-        if let Some(s) = &mut self.screen {
-            apply_scroll(
-                s,
-                &Scroll {
-                    region,
-                    amount,
-                    direction: Direction::Down,
-                },
-            );
-        }
-        Ok(())
+        self.scroll(Scroll {
+            region,
+            amount,
+            direction: Direction::Down,
+        })
     }
 }
 
@@ -330,9 +307,9 @@ impl<B: Backend> Backend for ScrollingBackend<B> {
 mod tests {
     use super::*;
     use crate::protocol::Stamped;
-    use crate::ui::palette::ColorDepth;
     use crate::ui::state::{App, Msg, View, ViewOptions};
-    use crate::ui::test_support::render;
+    use crate::ui::test_support::{load_events, render};
+    use crate::ui::tests::{C256, PLAIN};
     use crate::ui::view;
     use ratatui::backend::CrosstermBackend;
     use ratatui::style::{Color, Modifier};
@@ -423,15 +400,11 @@ mod tests {
     // ----- a recorded run, replayed through a terminal emulator -------------------------------
 
     fn fixture(name: &str) -> Vec<Stamped> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/events")
-            .join(name);
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).expect("event"))
-            .collect()
+        load_events(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/events")
+                .join(name),
+        )
     }
 
     /// Fold `events` as the dashboard's loop does at `fps`: a change is drawn once the frame
@@ -621,23 +594,12 @@ mod tests {
         }
     }
 
-    const COLOUR: ViewOptions = ViewOptions {
-        color: true,
-        ascii: false,
-        color_depth: ColorDepth::Ansi256,
-    };
-    const ASCII: ViewOptions = ViewOptions {
-        color: false,
-        ascii: true,
-        color_depth: ColorDepth::Ansi16,
-    };
-
     #[test]
     fn scrolled_frames_show_what_fresh_draws_show() {
         for (w, h) in [(200, 60), (80, 24)] {
-            check_replay("default-run-cpu.jsonl", w, h, COLOUR, View::Overview);
+            check_replay("default-run-cpu.jsonl", w, h, C256, View::Overview);
         }
-        check_replay("default-run-cpu.jsonl", 120, 40, ASCII, View::Log);
+        check_replay("default-run-cpu.jsonl", 120, 40, PLAIN, View::Log);
     }
 
     /// Bytes a recorded run sends at 2 fps, with and without scroll regions (prints them; run
@@ -658,7 +620,7 @@ mod tests {
             let events = fixture(&name);
             let secs = (events.last().unwrap().at_ms - events[0].at_ms) as f64 / 1000.0;
             for (w, h) in [(80, 24), (200, 60)] {
-                let (with, without) = check_replay(&name, w, h, COLOUR, View::Overview);
+                let (with, without) = check_replay(&name, w, h, C256, View::Overview);
                 println!(
                     "{name} {w}x{h}: {with} B ({:.0} B/s) with scroll regions, {without} B ({:.0} B/s) without",
                     with as f64 / secs,
