@@ -299,6 +299,11 @@ pub struct SelfTrainingConfig {
     /// Decay of the weight average.
     #[serde(default = "default_ema_decay")]
     pub ema_decay: f64,
+    /// With `ema = true`: whether the average also pseudo-labels (a mean teacher). `false`
+    /// keeps the average for validation only and pseudo-labels with the model being trained,
+    /// as FixMatch's reference code does: a slow teacher lags the student it labels for.
+    #[serde(default = "yes")]
+    pub ema_pseudo_label: bool,
     /// FixMatch mode: distribution alignment — scale the weak-view predictions by the labelled
     /// class distribution over the running mean of the predictions (latest 128 steps) and
     /// renormalise, before the threshold.
@@ -369,6 +374,9 @@ fn default_arch() -> String {
 }
 fn one() -> f64 {
     1.0
+}
+fn yes() -> bool {
+    true
 }
 fn one_u32() -> u32 {
     1

@@ -378,3 +378,35 @@ fn fixmatch_mode_learns_reports_per_epoch_and_resumes_with_its_teacher() {
     assert_eq!(resumed.epochs, 5);
     assert_eq!(resumed.final_val_acc, before, "resume is exact on CPU");
 }
+
+#[test]
+fn an_ema_that_only_validates_leaves_training_as_without_it() {
+    let data = common::fashion_slice(120, 20);
+    let runs = tempfile::tempdir().unwrap();
+    let run_with = |ema: &str| {
+        let extra = format!(
+            "epochs = 0\nbatch_size = 16\nlr = 0.05\n[self_training]\nenabled = true\n\
+             mode = \"fixmatch\"\nrounds = 2\nepochs_per_round = 1\nthreshold = 0.6\n\
+             mu = 2\nsteps_per_epoch = 10\n{ema}"
+        );
+        let (run, _hub, handle) = start(&config(data.path(), runs.path(), 20, &extra));
+        let summary = handle.join().expect("run succeeds");
+        let csvs: Vec<String> = (1..=2)
+            .map(|r| {
+                std::fs::read_to_string(run.pseudo_labels().join(format!("round-{r:02}.csv")))
+                    .expect("round CSV")
+            })
+            .collect();
+        (summary.final_val_acc, csvs)
+    };
+    let (plain_acc, plain) = run_with("ema = false\n");
+    let (eval_acc, eval_only) = run_with("ema = true\nema_decay = 0.9\nema_pseudo_label = false\n");
+    let (_, teacher) = run_with("ema = true\nema_decay = 0.9\n");
+    assert!(plain.iter().all(|c| c.lines().count() > 1), "{plain:?}");
+    // The model being trained labels in both: the same pseudo-labels, step for step.
+    assert_eq!(plain, eval_only);
+    // The average validates (another model, so another accuracy) ...
+    assert_ne!(plain_acc, eval_acc);
+    // ... and, as a mean teacher, labels differently.
+    assert_ne!(plain, teacher);
+}

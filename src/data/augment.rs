@@ -3,14 +3,16 @@
 //! `RandAugmentMC`. Each op is a reusable function on a [`U8Image`].
 //!
 //! Geometric ops (rotate, shear, translate) sample the nearest neighbour and fill uncovered
-//! pixels with grey (128), as FixMatch does.
+//! pixels with the image's background: the mean of its border pixels. FixMatch fills with grey
+//! (128), which suits CIFAR's photographs but frames a Fashion-MNIST garment (black background)
+//! in a grey band that no real image has.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::transform::{hflip, random_pad_crop, U8Image};
 
-/// Grey used to fill uncovered pixels and Cutout squares.
+/// Grey used to fill Cutout squares.
 pub const FILL_GREY: u8 = 128;
 
 /// The RandAugment op pool of [`strong_augment`].
@@ -267,10 +269,16 @@ pub fn sharpness(img: &U8Image, factor: f32) -> U8Image {
 }
 
 /// Resamples with an inverse map: output pixel centre (x, y) reads the input at
-/// `map(x, y)` (pixel-centre coordinates, nearest neighbour), grey outside.
+/// `map(x, y)` (pixel-centre coordinates, nearest neighbour), the [`border_fill`] outside.
 fn remap(img: &U8Image, map: impl Fn(f32, f32) -> (f32, f32)) -> U8Image {
     let (w, h, c) = (img.width, img.height, img.channels);
-    let mut out = U8Image::filled(w, h, c, FILL_GREY);
+    let fill = border_fill(img);
+    let mut out = U8Image {
+        width: w,
+        height: h,
+        channels: c,
+        data: fill.iter().copied().cycle().take(w * h * c).collect(),
+    };
     for y in 0..h {
         for x in 0..w {
             let (sx, sy) = map(x as f32 + 0.5, y as f32 + 0.5);
@@ -283,6 +291,28 @@ fn remap(img: &U8Image, map: impl Fn(f32, f32) -> (f32, f32)) -> U8Image {
         }
     }
     out
+}
+
+/// The per-channel mean of the outermost rows and columns: the background that uncovered
+/// pixels of a geometric op continue.
+pub fn border_fill(img: &U8Image) -> Vec<u8> {
+    let (w, h, c) = (img.width, img.height, img.channels);
+    let mut sum = vec![0u64; c];
+    let mut n = 0u64;
+    for y in 0..h {
+        for x in 0..w {
+            if y == 0 || x == 0 || y + 1 == h || x + 1 == w {
+                let p = (y * w + x) * c;
+                for (ch, s) in sum.iter_mut().enumerate() {
+                    *s += u64::from(img.data[p + ch]);
+                }
+                n += 1;
+            }
+        }
+    }
+    sum.iter()
+        .map(|&s| (s + n / 2).checked_div(n).map_or(FILL_GREY, |v| v as u8))
+        .collect()
 }
 
 /// Rotates by `degrees` (counter-clockwise on screen) about the centre.
@@ -357,7 +387,7 @@ mod tests {
     fn geometric_ops() {
         let im = img(6, 6, 1);
         let moved = translate(&im, 2.0, 0.0);
-        assert_eq!(moved.pixel(0, 3), &[FILL_GREY]);
+        assert_eq!(moved.pixel(0, 3), border_fill(&im).as_slice());
         assert_eq!(moved.pixel(2, 3), im.pixel(0, 3));
         // A quarter turn of a square image moves the top-right corner to the top-left.
         let turned = rotate(&im, 90.0);
@@ -367,6 +397,30 @@ mod tests {
         assert_eq!(sheared.pixel(2, 3), im.pixel(2, 3)); // the centre row stays
         let sheared = shear_y(&im, 0.5);
         assert_eq!(sheared.pixel(3, 1), im.pixel(3, 1)); // the centre column stays
+    }
+
+    #[test]
+    fn uncovered_pixels_continue_the_background() {
+        // A bright square on a black background (Fashion-MNIST-like): rotating and shifting it
+        // uncovers black, not grey.
+        let mut im = U8Image::filled(8, 8, 1, 0);
+        for y in 2..6 {
+            for x in 2..6 {
+                im.data[y * 8 + x] = 200;
+            }
+        }
+        assert_eq!(border_fill(&im), vec![0]);
+        let turned = rotate(&im, 30.0);
+        assert_eq!(turned.pixel(0, 0), &[0]);
+        assert_eq!(translate(&im, 0.0, 3.0).pixel(4, 0), &[0]);
+        // Per channel: the border's mean, rounded.
+        let mut rgb = U8Image::filled(3, 3, 3, 0);
+        for p in 0..9 {
+            rgb.data[p * 3] = 10;
+            rgb.data[p * 3 + 1] = if p == 0 { 9 } else { 0 };
+            rgb.data[p * 3 + 2] = 255;
+        }
+        assert_eq!(border_fill(&rgb), vec![10, 1, 255]);
     }
 
     #[test]

@@ -110,9 +110,8 @@ pub fn gpu_name(_device: &Device) -> Option<String> {
 }
 
 fn cpu_name() -> String {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    // The kernels' thread pool, which RAYON_NUM_THREADS can make smaller than the cores.
+    let threads = rayon::current_num_threads().max(1);
     format!("cpu ({threads} threads)")
 }
 

@@ -5,9 +5,10 @@
 //!    loader from the same per-epoch order;
 //! 2. the weak views are predicted without gradient — by the model itself in train mode (its
 //!    BatchNorm on batch statistics, as FixMatch's single forward over the concatenated batch),
-//!    or by the EMA teacher in eval mode when `ema = true` — and [`verdicts`] keeps the
-//!    predictions whose confidence reaches their class threshold (global τ, or FlexMatch's
-//!    per-class thresholds from [`crate::engine::self_training::flexmatch_thresholds`]);
+//!    or by the EMA teacher in eval mode when `ema = true` (and `ema_pseudo_label`, the
+//!    default) — and [`verdicts`] keeps the predictions whose confidence reaches their class
+//!    threshold (global τ, or FlexMatch's per-class thresholds from
+//!    [`crate::engine::self_training::flexmatch_thresholds`]);
 //! 3. one train-mode forward over the labelled batch and the strong views of the kept images,
 //!    and [`loss`] = CE(labelled) + λ_u · Σ_kept CE(strong, pseudo-label) / (unlabelled batch).
 //!

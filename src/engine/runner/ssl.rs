@@ -26,7 +26,8 @@ const HIST_BINS: usize = 10;
 /// What self-training keeps besides [`rounds::SslState`] (which is checkpointed): rebuilt at
 /// every start.
 pub(super) struct Runtime {
-    /// The EMA teacher, when `ema = true`: validation and pseudo-labelling use it.
+    /// The EMA of the weights, when `ema = true`: it validates, and pseudo-labels unless
+    /// `ema_pseudo_label = false`.
     teacher: Option<(VarMap, Box<dyn Classifier>)>,
     /// The weights a round re-initialises to (`reinit = true`).
     initial: Option<HashMap<String, Tensor>>,
@@ -141,11 +142,20 @@ impl Runner {
         self.online_mode() && self.state.round > 0
     }
 
-    /// The model that validates and pseudo-labels: the EMA teacher if there is one.
+    /// The model that validates: the EMA average if there is one.
     pub(super) fn eval_net(&self) -> &dyn Classifier {
         match &self.ssl.teacher {
             Some((_, t)) => t.as_ref(),
             None => self.net.as_ref(),
+        }
+    }
+
+    /// The EMA average when it also pseudo-labels (`ema_pseudo_label`), else `None`: the model
+    /// being trained labels.
+    fn labelling_teacher(&self) -> Option<&dyn Classifier> {
+        match &self.ssl.teacher {
+            Some((_, t)) if self.cfg.self_training.ema_pseudo_label => Some(t.as_ref()),
+            _ => None,
         }
     }
 
@@ -224,8 +234,8 @@ impl Runner {
 
     // ----- rounds -----------------------------------------------------------------------------
 
-    /// Predicts `indices` of the training set in eval mode (with the teacher if any): the verdict
-    /// per image, and the probability rows when soft labels need them.
+    /// Predicts `indices` of the training set in eval mode (with the labelling teacher if any):
+    /// the verdict per image, and the probability rows when soft labels need them.
     pub(super) fn predict_rows(&mut self, indices: &[usize]) -> Result<PoolRows, EngineError> {
         let (c, h, w) = self.train_loader.image_shape();
         let bs = self.cfg.train.batch_size.max(64);
@@ -241,7 +251,8 @@ impl Runner {
             }
             let n = batch.indices.len();
             let x = Tensor::from_vec(batch.pixels, (n, c, h, w), &self.device)?;
-            let probs = candle_nn::ops::softmax(&self.eval_net().forward_t(&x, false, false)?, 1)?;
+            let net = self.labelling_teacher().unwrap_or(self.net.as_ref());
+            let probs = candle_nn::ops::softmax(&net.forward_t(&x, false, false)?, 1)?;
             let rows: Vec<Vec<f32>> = probs.to_vec2()?;
             for (row, &index) in rows.into_iter().zip(&batch.indices) {
                 let (label, confidence) = crate::engine::metrics::argmax(&row);
@@ -551,8 +562,8 @@ impl Runner {
             return Ok((logits, loss));
         }
         let xw = Tensor::from_vec(weak_px, (n_u, c, h, w), &self.device)?;
-        let probs = match &self.ssl.teacher {
-            Some((_, t)) => candle_nn::ops::softmax(&t.forward_t(&xw, false, false)?, 1)?,
+        let probs = match self.labelling_teacher() {
+            Some(t) => candle_nn::ops::softmax(&t.forward_t(&xw, false, false)?, 1)?,
             None => candle_nn::ops::softmax(&self.net.forward_t(&xw, true, freeze)?.detach(), 1)?,
         };
         let mut rows: Vec<Vec<f32>> = probs.detach().to_vec2()?;
