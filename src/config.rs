@@ -240,7 +240,8 @@ pub struct SelfTrainingConfig {
     pub pseudo_weight: f64,
     #[serde(default)]
     pub policy: SelectionPolicy,
-    /// For `policy = "top_k"`: at most this many new labels per class per round.
+    /// For `policy = "top_k"`: at most this many labels per class in a round's selection (the
+    /// most confident; each round selects afresh from its predictions).
     #[serde(default = "default_top_k")]
     pub top_k: usize,
     /// Cap on labels added per round as a fraction of the pool (1.0 = no cap).
