@@ -10,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod data;
 pub mod engine;
+pub mod export;
 pub mod headless;
 pub mod hub;
 pub mod launch;

@@ -89,15 +89,16 @@ enum Cmd {
         /// Image files.
         #[arg(required = true)]
         images: Vec<PathBuf>,
-        /// Architecture, when MODEL is a weights file.
-        #[arg(long, default_value = "resnet18")]
-        arch: String,
-        /// Input channels, when MODEL is a weights file.
-        #[arg(long, default_value_t = 3)]
-        channels: usize,
-        /// Input size, when MODEL is a weights file.
-        #[arg(long, default_value_t = 224)]
-        size: usize,
+        /// Architecture, when MODEL is a weights file [default: the file's model card (`wick
+        /// export` writes one), else resnet18].
+        #[arg(long)]
+        arch: Option<String>,
+        /// Input channels, when MODEL is a weights file [default: the model card's, else 3].
+        #[arg(long)]
+        channels: Option<usize>,
+        /// Input size, when MODEL is a weights file [default: the model card's, else 224].
+        #[arg(long)]
+        size: Option<usize>,
         /// How many classes to list.
         #[arg(long, default_value_t = 5)]
         top: usize,
@@ -151,7 +152,9 @@ enum Cmd {
     },
     /// Convert a PyTorch checkpoint (.pth, zip or legacy format) to safetensors.
     Convert { input: PathBuf, output: PathBuf },
-    /// Write a run's best model weights as a plain safetensors file (usable as `model.pretrained`).
+    /// Write a run's best model weights as a plain safetensors file (usable as `model.pretrained`)
+    /// with a model card (architecture, input size, normalisation, class names) that `wick
+    /// predict` reads.
     Export {
         /// Run directory (runs/<run-id>).
         run: PathBuf,
@@ -665,15 +668,13 @@ fn export_data(idx_dir: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 fn export_weights(run: &Path, out: &Path) -> anyhow::Result<()> {
-    let run = wick::rundir::RunDir::open(run)?;
-    let ckpt =
-        wick::engine::checkpoint::best_or_latest(&run.checkpoints(), &candle_core::Device::Cpu)?;
-    let n = wick::engine::checkpoint::export_weights(&ckpt, out)?;
+    let e = wick::export::export_run(run, out)?;
     println!(
-        "wrote {n} tensors from {} (epoch {}, val acc {:.2}%) to {}",
-        ckpt.path.display(),
-        ckpt.state.best_epoch,
-        ckpt.state.best_val_acc * 100.0,
+        "wrote {} tensors from {} (epoch {}, val acc {:.2}%) to {}",
+        e.tensors,
+        e.checkpoint.display(),
+        e.best_epoch,
+        e.best_val_acc * 100.0,
         out.display()
     );
     Ok(())
@@ -682,9 +683,9 @@ fn export_weights(run: &Path, out: &Path) -> anyhow::Result<()> {
 fn predict(
     model: PathBuf,
     images: &[PathBuf],
-    arch: String,
-    channels: usize,
-    size: usize,
+    arch: Option<String>,
+    channels: Option<usize>,
+    size: Option<usize>,
     top: usize,
     json: bool,
 ) -> anyhow::Result<()> {

@@ -129,3 +129,160 @@ fn cpu_build_asked_for_cuda_names_the_feature() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--features cuda"), "{stderr}");
 }
+
+/// The first run directory under `runs`.
+fn only_run(runs: &std::path::Path) -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one run under {}", runs.display());
+    dirs.pop().unwrap()
+}
+
+#[test]
+fn a_finished_run_is_reported_exported_and_used_to_predict() {
+    let data = common::fashion_slice(20, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    let runs = dir.path().join("runs");
+    std::fs::write(&cfg, common::tiny_config(data.path(), &runs, "epochs = 2")).unwrap();
+    let out = wick()
+        .args(["train", "--headless"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&runs);
+
+    // `wick report` rewrites the report (and its plots) from the events alone.
+    let report = run.join("report.md");
+    std::fs::remove_file(&report).unwrap();
+    std::fs::remove_dir_all(run.join("plots")).unwrap();
+    let out = wick().arg("report").arg(&run).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("wrote ") && stdout.contains("report.md"),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("| status | finished |"), "{md}");
+    assert!(md.contains("| epochs | 2 of 2 planned |"), "{md}");
+    for class in ["T-shirt_top", "Coat"] {
+        assert!(md.contains(class), "{class} in {md}");
+    }
+    assert!(
+        std::fs::read_dir(run.join("plots")).unwrap().count() > 0,
+        "plots rewritten"
+    );
+
+    // `wick predict` on the run: class names from the run, probabilities summing to 1.
+    let images: Vec<_> = ["Trouser", "Coat"]
+        .iter()
+        .map(|c| {
+            std::fs::read_dir(data.path().join("val").join(c))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+        })
+        .collect();
+    let out = wick()
+        .args(["predict", "--json", "--top", "9"])
+        .arg(&run)
+        .args(&images)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_run: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(from_run.len(), 2);
+    for (p, image) in from_run.iter().zip(&images) {
+        assert_eq!(p["image"].as_str().unwrap(), image.display().to_string());
+        let top = p["top"].as_array().unwrap();
+        assert_eq!(top.len(), 5, "all 5 classes (fewer than --top)");
+        let sum: f64 = top.iter().map(|r| r["probability"].as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-3, "probabilities sum to {sum}");
+        assert!(top.iter().any(|r| r["class"] == "Trouser"));
+    }
+
+    // `wick export` writes plain weights with a model card: `predict` on the file alone
+    // gives the run's class names and the very same logits (same normalisation, size, arch).
+    let weights = dir.path().join("model.safetensors");
+    let out = wick()
+        .arg("export")
+        .arg(&run)
+        .arg(&weights)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wrote "));
+    let out = wick()
+        .args(["predict", "--json", "--top", "9"])
+        .arg(&weights)
+        .args(&images)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_file: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (a, b) in from_run.iter().zip(&from_file) {
+        assert_eq!(a["logits"], b["logits"]);
+        assert_eq!(a["top"], b["top"]);
+    }
+
+    // Flags that describe another model leave the card out: the other model's defaults.
+    let out = wick()
+        .args(["predict", "--json", "--arch", "wick-cnn", "--channels", "3"])
+        .arg(&weights)
+        .arg(&images[0])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a 1-channel model cannot take 3 channels"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("features.0.conv.weight"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn report_on_a_folder_without_events_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wick().arg("report").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&dir.path().join("events.jsonl").display().to_string()),
+        "{stderr}"
+    );
+}

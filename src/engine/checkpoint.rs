@@ -273,12 +273,20 @@ pub fn best_or_latest(checkpoints: &Path, device: &Device) -> Result<Checkpoint,
 }
 
 /// Writes a checkpoint's model weights (BN running stats included, optimizer state left out) as
-/// a plain safetensors file with the model's own tensor names, loadable as `model.pretrained`.
-pub fn export_weights(ckpt: &Checkpoint, out: &Path) -> Result<usize, CheckpointError> {
+/// a plain safetensors file with the model's own tensor names, loadable as `model.pretrained`,
+/// with `card` in its metadata (for `wick predict`).
+pub fn export_weights(
+    ckpt: &Checkpoint,
+    card: &crate::model::card::ModelCard,
+    out: &Path,
+) -> Result<usize, CheckpointError> {
     let mut tensors: Vec<(&String, &Tensor)> = ckpt.model.iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(b.0));
-    let bytes =
-        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), *t)), None).map_err(ser)?;
+    let bytes = safetensors::serialize(
+        tensors.iter().map(|(n, t)| (n.as_str(), *t)),
+        Some(card.to_metadata()),
+    )
+    .map_err(ser)?;
     write_atomic(out, &bytes)?;
     Ok(tensors.len())
 }

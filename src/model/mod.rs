@@ -7,6 +7,7 @@
 
 pub mod autocast;
 pub mod batchnorm;
+pub mod card;
 pub mod efficientnet;
 pub mod init;
 pub mod layers;
