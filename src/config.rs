@@ -950,4 +950,24 @@ mod tests {
         let again = parse(&c.to_toml()).unwrap();
         assert_eq!(c, again);
     }
+
+    /// The committed benchmark configs stay valid as the schema moves (their data folders are
+    /// only checked when a run starts).
+    #[test]
+    fn every_committed_config_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut files = Vec::new();
+        for dir in [root.clone(), root.join("bench")] {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "toml") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() >= 10, "{files:?}");
+        for f in files {
+            Config::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+    }
 }
