@@ -211,7 +211,7 @@ impl Predictor {
                 let varmap = VarMap::new();
                 let vb = model::init::seeded_var_builder(&varmap, 0, DType::F32, &device);
                 let net = model::build(&arch, channels, n, vb)?;
-                model::load_weights(&varmap, path, net.head_prefix())?;
+                model::weights::load_tensors(&varmap, &tensors, path, net.head_prefix())?;
                 Ok(Predictor {
                     net,
                     preprocess: Preprocess::new(channels, size, mean, std)?,

@@ -130,6 +130,24 @@ fn cpu_build_asked_for_cuda_names_the_feature() {
     assert!(stderr.contains("--features cuda"), "{stderr}");
 }
 
+/// Runs `cmd`, asserts it succeeded (showing its stderr if not) and returns its stdout.
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One JSON value per line.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The first run directory under `runs`.
 fn only_run(runs: &std::path::Path) -> std::path::PathBuf {
     let mut dirs: Vec<_> = std::fs::read_dir(runs)
@@ -147,29 +165,14 @@ fn a_finished_run_is_reported_exported_and_used_to_predict() {
     let cfg = dir.path().join("tiny.toml");
     let runs = dir.path().join("runs");
     std::fs::write(&cfg, common::tiny_config(data.path(), &runs, "epochs = 2")).unwrap();
-    let out = wick()
-        .args(["train", "--headless"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of(wick().args(["train", "--headless"]).arg(&cfg));
     let run = only_run(&runs);
 
     // `wick report` rewrites the report (and its plots) from the events alone.
     let report = run.join("report.md");
     std::fs::remove_file(&report).unwrap();
     std::fs::remove_dir_all(run.join("plots")).unwrap();
-    let out = wick().arg("report").arg(&run).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of(wick().arg("report").arg(&run));
     assert!(
         stdout.starts_with("wrote ") && stdout.contains("report.md"),
         "{stdout}"
@@ -197,21 +200,12 @@ fn a_finished_run_is_reported_exported_and_used_to_predict() {
                 .path()
         })
         .collect();
-    let out = wick()
-        .args(["predict", "--json", "--top", "9"])
-        .arg(&run)
-        .args(&images)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let from_run: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let from_run = json_lines(&stdout_of(
+        wick()
+            .args(["predict", "--json", "--top", "9"])
+            .arg(&run)
+            .args(&images),
+    ));
     assert_eq!(from_run.len(), 2);
     for (p, image) in from_run.iter().zip(&images) {
         assert_eq!(p["image"].as_str().unwrap(), image.display().to_string());
@@ -225,33 +219,15 @@ fn a_finished_run_is_reported_exported_and_used_to_predict() {
     // `wick export` writes plain weights with a model card: `predict` on the file alone
     // gives the run's class names and the very same logits (same normalisation, size, arch).
     let weights = dir.path().join("model.safetensors");
-    let out = wick()
-        .arg("export")
-        .arg(&run)
-        .arg(&weights)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wrote "));
-    let out = wick()
-        .args(["predict", "--json", "--top", "9"])
-        .arg(&weights)
-        .args(&images)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let from_file: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let stdout = stdout_of(wick().arg("export").arg(&run).arg(&weights));
+    assert!(stdout.starts_with("wrote "), "{stdout}");
+    let from_file = json_lines(&stdout_of(
+        wick()
+            .args(["predict", "--json", "--top", "9"])
+            .arg(&weights)
+            .args(&images),
+    ));
+    assert_eq!(from_file.len(), 2);
     for (a, b) in from_run.iter().zip(&from_file) {
         assert_eq!(a["logits"], b["logits"]);
         assert_eq!(a["top"], b["top"]);

@@ -44,7 +44,17 @@ pub fn load_weights(
     path: &Path,
     head_prefix: &str,
 ) -> Result<LoadReport, ModelError> {
-    let file = read_checkpoint(path)?;
+    load_tensors(varmap, &read_checkpoint(path)?, path, head_prefix)
+}
+
+/// [`load_weights`] of tensors already read from `path` (by [`read_checkpoint`]); `path` names
+/// the file in errors.
+pub fn load_tensors(
+    varmap: &VarMap,
+    file: &BTreeMap<String, Tensor>,
+    path: &Path,
+    head_prefix: &str,
+) -> Result<LoadReport, ModelError> {
     let data = varmap.data().lock().map_err(|_| ModelError::Read {
         path: path.to_path_buf(),
         message: "the model's VarMap lock is poisoned".into(),
