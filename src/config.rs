@@ -108,6 +108,9 @@ pub enum Augment {
     FlipCrop,
     /// RandomResizedCrop(scale 0.08–1, ratio 3/4–4/3) and horizontal flip, as torchvision.
     RandomResizedCrop,
+    /// Self-training's strong view: flip, translation, two RandAugment-style ops and Cutout.
+    /// The noise a student trains under when it learns from pseudo-labels (Noisy Student).
+    Strong,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! `wick export`: a run's best model as a plain safetensors file with its model card, usable
+//! `wick export`: a run's best model (the EMA average when the run validated with one) as a plain safetensors file with its model card, usable
 //! as `model.pretrained` by another run and by `wick predict` without further flags.
 
 use std::path::{Path, PathBuf};

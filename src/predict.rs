@@ -146,8 +146,9 @@ impl Predictor {
                     .lock()
                     .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
                 let ckpt = &run.checkpoint;
+                let weights = ckpt.evaluated_model();
                 for (name, var) in data.iter() {
-                    let t = ckpt.model.get(name).ok_or_else(|| PredictError::Input {
+                    let t = weights.get(name).ok_or_else(|| PredictError::Input {
                         path: ckpt.path.clone(),
                         message: format!("checkpoint lacks tensor `{name}`"),
                     })?;

@@ -95,7 +95,8 @@ impl AugmentKind {
             AugmentKind::Train(Augment::FlipCrop) => 2,
             AugmentKind::Train(Augment::RandomResizedCrop) => 3,
             AugmentKind::Weak => 4,
-            AugmentKind::Strong => 5,
+            // The training option is the same transform as the view, so the same stream.
+            AugmentKind::Strong | AugmentKind::Train(Augment::Strong) => 5,
         }
     }
 }
@@ -228,7 +229,7 @@ impl Preprocess {
                 random_resized_crop_flip(img, size, rng)
             }
             AugmentKind::Weak => weak_augment(&eval_transform(img, size), rng),
-            AugmentKind::Strong => {
+            AugmentKind::Strong | AugmentKind::Train(Augment::Strong) => {
                 let weak = weak_augment(&eval_transform(img, size), rng);
                 strong_augment(&weak, rng)
             }
@@ -955,6 +956,7 @@ mod tests {
             AugmentKind::Train(Augment::RandomResizedCrop),
             AugmentKind::Weak,
             AugmentKind::Strong,
+            AugmentKind::Train(Augment::Strong),
         ];
         for kind in kinds {
             let a = p
@@ -970,6 +972,29 @@ mod tests {
         let e1 = p.apply(&img, AugmentKind::Eval, &mut rng(1)).expect("eval");
         let e2 = p.apply(&img, AugmentKind::Eval, &mut rng(2)).expect("eval");
         assert_eq!(e1, e2);
+    }
+
+    #[test]
+    fn the_strong_training_option_is_the_strong_view() {
+        // A Noisy-Student run trains under exactly the noise FixMatch's strong view adds.
+        let p = Preprocess::new(1, 16, vec![0.5], vec![0.25]).expect("preprocess");
+        let img = gradient(16, 16, 1);
+        let train = AugmentKind::Train(Augment::Strong);
+        let mut differs_from_eval = false;
+        for i in 0..16 {
+            let a = p.augment(&img, train, &mut sample_rng(3, 1, i, train, 0));
+            let b = p.augment(
+                &img,
+                AugmentKind::Strong,
+                &mut sample_rng(3, 1, i, AugmentKind::Strong, 0),
+            );
+            assert_eq!(a, b, "sample {i}");
+            differs_from_eval |= a != eval_transform(&img, 16);
+        }
+        assert!(
+            differs_from_eval,
+            "the strong option left every image as it was"
+        );
     }
 
     #[test]

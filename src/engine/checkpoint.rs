@@ -105,6 +105,24 @@ pub struct Checkpoint {
     pub optim: HashMap<String, Tensor>,
 }
 
+impl Checkpoint {
+    /// The weights the run validated with: the EMA average (kept in the optimizer state under
+    /// `ema.<name>`, see [`crate::engine::ema`]) when the run had one, else the model's. The
+    /// student's own weights (`model`) are what training resumes from; a prediction or an export
+    /// wants the model whose accuracy the run reported.
+    pub fn evaluated_model(&self) -> HashMap<String, Tensor> {
+        let average: Option<HashMap<String, Tensor>> = self
+            .model
+            .keys()
+            .map(|name| {
+                let t = self.optim.get(&format!("{}{name}", crate::engine::ema::PREFIX))?;
+                Some((name.clone(), t.clone()))
+            })
+            .collect();
+        average.unwrap_or_else(|| self.model.clone())
+    }
+}
+
 /// File name of the periodic checkpoint after `global_step` steps.
 pub fn step_file_name(global_step: u64) -> String {
     format!("step-{global_step:010}.safetensors")
@@ -272,7 +290,8 @@ pub fn best_or_latest(checkpoints: &Path, device: &Device) -> Result<Checkpoint,
     }
 }
 
-/// Writes a checkpoint's model weights (BN running stats included, optimizer state left out) as
+/// Writes a checkpoint's evaluated weights ([`Checkpoint::evaluated_model`]: the EMA average when
+/// the run had one; BN running stats included, optimizer state left out) as
 /// a plain safetensors file with the model's own tensor names, loadable as `model.pretrained`,
 /// with `card` in its metadata (for `wick predict`).
 pub fn export_weights(
@@ -280,7 +299,8 @@ pub fn export_weights(
     card: &crate::model::card::ModelCard,
     out: &Path,
 ) -> Result<usize, CheckpointError> {
-    let mut tensors: Vec<(&String, &Tensor)> = ckpt.model.iter().collect();
+    let model = ckpt.evaluated_model();
+    let mut tensors: Vec<(&String, &Tensor)> = model.iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(b.0));
     let bytes = safetensors::serialize(
         tensors.iter().map(|(n, t)| (n.as_str(), *t)),
@@ -367,6 +387,28 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    }
+
+    #[test]
+    fn the_evaluated_model_is_the_ema_average_when_the_run_kept_one() {
+        let t = |v: f32| Tensor::new(&[v], &Device::Cpu).unwrap();
+        let value = |m: &HashMap<String, Tensor>, k: &str| m[k].to_vec1::<f32>().unwrap()[0];
+        let mut ckpt = Checkpoint {
+            path: PathBuf::from("c.safetensors"),
+            state: state(),
+            model: HashMap::from([("fc.weight".into(), t(1.0)), ("fc.bias".into(), t(2.0))]),
+            optim: HashMap::from([("fc.weight.momentum".into(), t(9.0))]),
+        };
+        // No average: the model's own weights.
+        assert_eq!(value(&ckpt.evaluated_model(), "fc.weight"), 1.0);
+        // An average of only part of the model is not a model: still the student's.
+        ckpt.optim.insert("ema.fc.weight".into(), t(3.0));
+        assert_eq!(value(&ckpt.evaluated_model(), "fc.weight"), 1.0);
+        // A full average is what the run validated with.
+        ckpt.optim.insert("ema.fc.bias".into(), t(4.0));
+        let m = ckpt.evaluated_model();
+        assert_eq!((value(&m, "fc.weight"), value(&m, "fc.bias")), (3.0, 4.0));
+        assert_eq!(m.len(), 2);
     }
 
     #[test]
