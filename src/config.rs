@@ -278,6 +278,12 @@ pub struct SelfTrainingConfig {
     /// initialisation when training from scratch) before training on each round's labels.
     #[serde(default)]
     pub reinit: bool,
+    /// With `reinit = true`: what a round starts from. "start": what the run started from (the
+    /// pretrained weights, else the seeded initialisation); "scratch": the seeded
+    /// initialisation even when `model.pretrained` is set, which then only labels the first
+    /// round — a fresh student learns from a trained teacher (Noisy Student).
+    #[serde(default)]
+    pub reinit_from: ReinitFrom,
     /// Rounds mode: predict at most this many pool images per round (a seeded sample, new each
     /// round); labels chosen in earlier rounds outside the sample are kept. 0 = the whole pool.
     #[serde(default)]
@@ -323,6 +329,16 @@ pub enum SelfTrainingMode {
     Rounds,
     /// Online FixMatch-style consistency training.
     Fixmatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReinitFrom {
+    /// The weights the run started from.
+    #[default]
+    Start,
+    /// The seeded initialisation.
+    Scratch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -748,6 +764,13 @@ impl Config {
                 }
             }
         }
+        if s.reinit_from == ReinitFrom::Scratch && !s.reinit {
+            return Err(bad(
+                "self_training",
+                "reinit_from",
+                "reinit_from = \"scratch\" says what a round re-initialises to: it needs reinit = true".into(),
+            ));
+        }
         if s.enabled && d.labels_per_class == 0 && d.unlabelled.is_none() {
             return Err(bad(
                 "self_training",
@@ -935,6 +958,20 @@ mod tests {
     fn self_training_needs_a_pool() {
         let err = parse(&format!("{MINIMAL}[self_training]\nenabled = true\n")).unwrap_err();
         assert!(err.to_string().contains("self_training.enabled"), "{err}");
+    }
+
+    #[test]
+    fn reinit_from_scratch_needs_reinit() {
+        let text = format!(
+            "{MINIMAL}labels_per_class = 4\n[self_training]\nenabled = true\nreinit_from = \"scratch\"\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.to_string().contains("self_training.reinit_from"),
+            "{err}"
+        );
+        let ok = parse(&(text.clone() + "reinit = true\n")).expect("with reinit");
+        assert_eq!(ok.self_training.reinit_from, ReinitFrom::Scratch);
     }
 
     #[test]

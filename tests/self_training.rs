@@ -226,6 +226,67 @@ fn plateau_trigger_starts_rounds_when_validation_stalls() {
     assert_eq!(summary.rounds, 1);
 }
 
+/// Noisy Student: a trained teacher (an exported run) labels the first round, and the student
+/// that learns from those labels starts from scratch under the strong augmentation.
+#[test]
+fn a_fresh_student_learns_from_an_exported_teacher() {
+    let data = common::fashion_slice(60, 20);
+    let runs = tempfile::tempdir().unwrap();
+    let (teacher_run, _hub, handle) = start(&config(
+        data.path(),
+        runs.path(),
+        20,
+        "epochs = 3\nbatch_size = 16\n",
+    ));
+    handle.join().expect("teacher trains");
+    let teacher = runs.path().join("teacher.safetensors");
+    wick::export::export_run(&teacher_run.path, &teacher).expect("export");
+
+    let extra = "epochs = 0\nbatch_size = 16\n[self_training]\nenabled = true\nrounds = 1\n\
+                 epochs_per_round = 2\nthreshold = 0.3\npseudo_weight = 1.0\nreinit = true\n\
+                 reinit_from = \"scratch\"\n";
+    let student = config(data.path(), runs.path(), 20, extra)
+        .replace(
+            "[model]\n",
+            &format!("[model]\npretrained = \"{}\"\n", teacher.display()),
+        )
+        .replace("augment = \"flip_crop\"", "augment = \"strong\"");
+    let (run, _hub, handle) = start(&student);
+    let summary = handle.join().expect("student trains");
+    assert_eq!((summary.rounds, summary.epochs), (1, 2));
+
+    // The round's labels are the teacher's predictions (its confidence too).
+    let predictor = wick::predict::Predictor::open(&wick::predict::Source::Weights {
+        path: teacher.clone(),
+        arch: None,
+        channels: None,
+        size: None,
+    })
+    .expect("teacher");
+    let csv = std::fs::read_to_string(run.path.join("pseudo_labels/round-01.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(
+        rows.len() > 10,
+        "the teacher labelled only {} images",
+        rows.len()
+    );
+    for row in rows {
+        let f: Vec<&str> = row.split(',').collect();
+        let p = predictor.predict(Path::new(f[0]), 1).expect("predict");
+        assert_eq!(p.top[0].index.to_string(), f[1], "{row}");
+        let confidence: f32 = f[3].parse().expect("confidence");
+        assert!(
+            (p.top[0].probability - confidence).abs() < 1e-4,
+            "{row}: {p:?}"
+        );
+    }
+    // ... and the student that learns them starts over from the seeded initialisation.
+    assert!(events(&run)
+        .iter()
+        .any(|e| matches!(e, Event::Log { message, .. }
+        if message == "round 1: model re-initialised from the seeded initialisation")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_round_and_threshold_through_the_command_channel() {
     let data = common::fashion_slice(60, 10);

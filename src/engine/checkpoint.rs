@@ -115,7 +115,9 @@ impl Checkpoint {
             .model
             .keys()
             .map(|name| {
-                let t = self.optim.get(&format!("{}{name}", crate::engine::ema::PREFIX))?;
+                let t = self
+                    .optim
+                    .get(&format!("{}{name}", crate::engine::ema::PREFIX))?;
                 Some((name.clone(), t.clone()))
             })
             .collect();

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
 use super::{set_var, Runner};
-use crate::config::{Config, SelectionPolicy, SelfTrainingMode};
+use crate::config::{Config, ReinitFrom, SelectionPolicy, SelfTrainingMode};
 use crate::data::{AugmentKind, BatchIter};
 use crate::engine::checkpoint::PseudoLabel;
 use crate::engine::dataset::RunData;
@@ -86,7 +86,14 @@ impl Runtime {
         let classes = data.classes.len();
         let on = st.enabled;
         let initial = if on && st.reinit && st.mode == SelfTrainingMode::Rounds {
-            let (vm, _) = fresh_model(cfg, device, classes)?;
+            let (vm, _) = match st.reinit_from {
+                ReinitFrom::Start => fresh_model(cfg, device, classes)?,
+                ReinitFrom::Scratch => {
+                    let mut scratch = cfg.clone();
+                    scratch.model.pretrained = None;
+                    fresh_model(&scratch, device, classes)?
+                }
+            };
             Some(snapshot(&vm)?)
         } else {
             None
@@ -337,7 +344,9 @@ impl Runner {
                 )),
                 None => opt,
             };
-            let from = if self.cfg.model.pretrained.is_some() {
+            let from = if self.cfg.model.pretrained.is_some()
+                && self.cfg.self_training.reinit_from == ReinitFrom::Start
+            {
                 "the pretrained weights"
             } else {
                 "the seeded initialisation"
