@@ -69,6 +69,27 @@ pub struct Runner {
     gpu_monitor: Option<super::device::GpuMonitor>,
 }
 
+/// The run's job in words, for the dashboard's header.
+fn task_summary(cfg: &Config) -> String {
+    let st = &cfg.self_training;
+    let fresh_students = st.enabled
+        && st.mode == crate::config::SelfTrainingMode::Rounds
+        && st.reinit
+        && st.reinit_from == crate::config::ReinitFrom::Scratch;
+    let task = match (cfg.model.pretrained.is_some(), st.enabled) {
+        // The pretrained model only labels the first round: nothing is fine-tuned.
+        (true, true) if fresh_students => "self-training: pretrained teacher, fresh students",
+        (true, true) => "fine-tune + self-training",
+        (true, false) => "fine-tune",
+        (false, true) => "from scratch + self-training",
+        (false, false) => "train from scratch",
+    };
+    match cfg.model.freeze {
+        Freeze::Backbone => format!("{task} (frozen backbone)"),
+        Freeze::None => task.to_string(),
+    }
+}
+
 impl Runner {
     /// Builds everything a run needs; `resume` continues from a checkpoint.
     pub fn new(
@@ -234,19 +255,7 @@ impl Runner {
     }
 
     fn run_plan(mut self) -> Result<Summary, EngineError> {
-        let task = match (
-            self.cfg.model.pretrained.is_some(),
-            self.cfg.self_training.enabled,
-        ) {
-            (true, true) => "fine-tune + self-training",
-            (true, false) => "fine-tune",
-            (false, true) => "from scratch + self-training",
-            (false, false) => "train from scratch",
-        };
-        let task = match self.cfg.model.freeze {
-            Freeze::Backbone => format!("{task} (frozen backbone)"),
-            Freeze::None => task.to_string(),
-        };
+        let task = task_summary(&self.cfg);
         self.emit(Event::RunStarted {
             run_id: self.run.id.clone(),
             task,
@@ -954,5 +963,30 @@ mod best_epoch_tests {
         assert!(!improves(1, 0.0, 0.0));
         assert!(improves(1, 0.5, 0.6));
         assert!(!improves(3, 0.6, 0.6));
+    }
+}
+
+#[cfg(test)]
+mod task_summary_tests {
+    use super::task_summary;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn summary(extra: &str) -> String {
+        let text = format!(
+            "[data]\ntrain = \"a\"\nval = \"b\"\nlabels_per_class = 4\n[model]\npretrained = \"t.safetensors\"\n{extra}"
+        );
+        task_summary(&Config::parse(&text, Path::new("c.toml")).expect("config"))
+    }
+
+    #[test]
+    fn a_teacher_that_only_labels_is_not_called_a_fine_tune() {
+        assert_eq!(summary(""), "fine-tune");
+        let st = "[self_training]\nenabled = true\nreinit = true\n";
+        assert_eq!(summary(st), "fine-tune + self-training");
+        assert_eq!(
+            summary(&format!("{st}reinit_from = \"scratch\"\n")),
+            "self-training: pretrained teacher, fresh students"
+        );
     }
 }
