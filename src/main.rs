@@ -152,9 +152,9 @@ enum Cmd {
     },
     /// Convert a PyTorch checkpoint (.pth, zip or legacy format) to safetensors.
     Convert { input: PathBuf, output: PathBuf },
-    /// Write a run's best model weights as a plain safetensors file (usable as `model.pretrained`)
-    /// with a model card (architecture, input size, normalisation, class names) that `wick
-    /// predict` reads.
+    /// Write a run's best model weights (its EMA average when it validated with one) as a plain
+    /// safetensors file (usable as `model.pretrained`) with a model card (architecture, input
+    /// size, normalisation, class names) that `wick predict` reads.
     Export {
         /// Run directory (runs/<run-id>).
         run: PathBuf,
