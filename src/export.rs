@@ -1,5 +1,6 @@
-//! `wick export`: a run's best model (the EMA average when the run validated with one) as a plain safetensors file with its model card, usable
-//! as `model.pretrained` by another run and by `wick predict` without further flags.
+//! `wick export`: a run's best model (the EMA average when the run validated with one) as a
+//! plain safetensors file with its model card, usable as `model.pretrained` by another run and
+//! by `wick predict` without further flags.
 
 use std::path::{Path, PathBuf};
 

@@ -200,12 +200,16 @@ fn a_finished_run_is_reported_exported_and_used_to_predict() {
                 .path()
         })
         .collect();
-    let from_run = json_lines(&stdout_of(
-        wick()
-            .args(["predict", "--json", "--top", "9"])
-            .arg(&run)
-            .args(&images),
-    ));
+    // `wick predict --json` of the two images with `model` (a run or a weights file).
+    let predict = |model: &std::path::Path| {
+        json_lines(&stdout_of(
+            wick()
+                .args(["predict", "--json", "--top", "9"])
+                .arg(model)
+                .args(&images),
+        ))
+    };
+    let from_run = predict(&run);
     assert_eq!(from_run.len(), 2);
     for (p, image) in from_run.iter().zip(&images) {
         assert_eq!(p["image"].as_str().unwrap(), image.display().to_string());
@@ -221,12 +225,7 @@ fn a_finished_run_is_reported_exported_and_used_to_predict() {
     let weights = dir.path().join("model.safetensors");
     let stdout = stdout_of(wick().arg("export").arg(&run).arg(&weights));
     assert!(stdout.starts_with("wrote "), "{stdout}");
-    let from_file = json_lines(&stdout_of(
-        wick()
-            .args(["predict", "--json", "--top", "9"])
-            .arg(&weights)
-            .args(&images),
-    ));
+    let from_file = predict(&weights);
     assert_eq!(from_file.len(), 2);
     for (a, b) in from_run.iter().zip(&from_file) {
         assert_eq!(a["logits"], b["logits"]);

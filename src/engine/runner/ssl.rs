@@ -4,6 +4,7 @@
 //! [`crate::engine::fixmatch`] and [`crate::engine::self_training`].
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -42,17 +43,18 @@ pub(super) struct Runtime {
     align: Option<fixmatch::DistAlign>,
 }
 
-/// A fresh model as the run starts it: seeded initialisation, then the pretrained weights if
-/// any.
+/// A fresh model of the run's architecture: the seeded initialisation, then the weights of
+/// `pretrained` if given (the run's `model.pretrained` for the model the run starts as).
 fn fresh_model(
     cfg: &Config,
+    pretrained: Option<&Path>,
     device: &Device,
     classes: usize,
 ) -> Result<(VarMap, Box<dyn Classifier>), EngineError> {
     let vm = VarMap::new();
     let vb = model::init::seeded_var_builder(&vm, cfg.seed, DType::F32, device);
     let net = model::build(&cfg.model.arch, cfg.data.channels, classes, vb)?;
-    if let Some(path) = &cfg.model.pretrained {
+    if let Some(path) = pretrained {
         model::load_weights(&vm, path, net.head_prefix())?;
     }
     Ok((vm, net))
@@ -87,12 +89,10 @@ impl Runtime {
         let on = st.enabled;
         let initial = if on && st.reinit && st.mode == SelfTrainingMode::Rounds {
             let (vm, _) = match st.reinit_from {
-                ReinitFrom::Start => fresh_model(cfg, device, classes)?,
-                ReinitFrom::Scratch => {
-                    let mut scratch = cfg.clone();
-                    scratch.model.pretrained = None;
-                    fresh_model(&scratch, device, classes)?
+                ReinitFrom::Start => {
+                    fresh_model(cfg, cfg.model.pretrained.as_deref(), device, classes)?
                 }
+                ReinitFrom::Scratch => fresh_model(cfg, None, device, classes)?,
             };
             Some(snapshot(&vm)?)
         } else {
@@ -119,7 +119,7 @@ impl Runtime {
             rt.align = Some(fixmatch::DistAlign::new(target, 128));
         }
         let opt = if on && st.ema {
-            let (vm, net) = fresh_model(cfg, device, classes)?;
+            let (vm, net) = fresh_model(cfg, cfg.model.pretrained.as_deref(), device, classes)?;
             let ema = Ema::new(varmap, &vm, st.ema_decay)?;
             rt.teacher = Some((vm, net));
             Box::new(WithEma::new(opt, ema)) as Box<dyn optim::Optimizer>
