@@ -274,6 +274,11 @@ pub struct SelfTrainingConfig {
     /// Sharpening temperature T of soft labels: p_c^(1/T), renormalised (T < 1 sharpens).
     #[serde(default = "default_temperature")]
     pub temperature: f32,
+    /// Rounds mode: predict each pool image and its mirror image and average the two
+    /// probability rows before selection (flip test-time augmentation; for data whose classes
+    /// survive a left-right flip, as the `flip_crop` augmentation assumes).
+    #[serde(default)]
+    pub predict_flip: bool,
     /// Rounds mode: re-initialise the model (the pretrained weights, or the seeded
     /// initialisation when training from scratch) before training on each round's labels.
     #[serde(default)]
@@ -753,6 +758,7 @@ impl Config {
                 ),
                 ("reinit", s.reinit, "reinit = true"),
                 ("round_pool", s.round_pool > 0, "round_pool"),
+                ("predict_flip", s.predict_flip, "predict_flip = true"),
             ];
             for (key, set, what) in rounds_only {
                 if set {
@@ -972,6 +978,30 @@ mod tests {
         );
         let ok = parse(&(text.clone() + "reinit = true\n")).expect("with reinit");
         assert_eq!(ok.self_training.reinit_from, ReinitFrom::Scratch);
+    }
+
+    #[test]
+    fn rounds_only_options_are_refused_online_naming_the_field() {
+        let base = format!(
+            "{MINIMAL}labels_per_class = 4\n[self_training]\nenabled = true\nmode = \"fixmatch\"\n"
+        );
+        parse(&base).expect("fixmatch alone");
+        for (line, field) in [
+            ("policy = \"top_k\"", "policy"),
+            ("trigger = \"plateau\"", "trigger"),
+            ("reinit = true", "reinit"),
+            ("round_pool = 100", "round_pool"),
+            ("predict_flip = true", "predict_flip"),
+        ] {
+            let err = parse(&format!("{base}{line}\n")).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("field `self_training.{field}`"))
+                    && err.contains("is for mode = \"rounds\""),
+                "{line}: {err}"
+            );
+            let rounds = base.replace("\"fixmatch\"", "\"rounds\"");
+            parse(&format!("{rounds}{line}\n")).expect(line);
+        }
     }
 
     #[test]

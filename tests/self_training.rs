@@ -232,37 +232,16 @@ fn plateau_trigger_starts_rounds_when_validation_stalls() {
 fn a_fresh_student_learns_from_an_exported_teacher() {
     let data = common::fashion_slice(60, 20);
     let runs = tempfile::tempdir().unwrap();
-    let (teacher_run, _hub, handle) = start(&config(
-        data.path(),
-        runs.path(),
-        20,
-        "epochs = 3\nbatch_size = 16\n",
-    ));
-    handle.join().expect("teacher trains");
-    let teacher = runs.path().join("teacher.safetensors");
-    wick::export::export_run(&teacher_run.path, &teacher).expect("export");
-
+    let teacher = train_and_export_teacher(data.path(), runs.path());
     let extra = "epochs = 0\nbatch_size = 16\n[self_training]\nenabled = true\nrounds = 1\n\
                  epochs_per_round = 2\nthreshold = 0.3\npseudo_weight = 1.0\nreinit = true\n\
                  reinit_from = \"scratch\"\n";
-    let student = config(data.path(), runs.path(), 20, extra)
-        .replace(
-            "[model]\n",
-            &format!("[model]\npretrained = \"{}\"\n", teacher.display()),
-        )
-        .replace("augment = \"flip_crop\"", "augment = \"strong\"");
-    let (run, _hub, handle) = start(&student);
+    let (run, _hub, handle) = start(&student_config(data.path(), runs.path(), &teacher, extra));
     let summary = handle.join().expect("student trains");
     assert_eq!((summary.rounds, summary.epochs), (1, 2));
 
     // The round's labels are the teacher's predictions (its confidence too).
-    let predictor = wick::predict::Predictor::open(&wick::predict::Source::Weights {
-        path: teacher.clone(),
-        arch: None,
-        channels: None,
-        size: None,
-    })
-    .expect("teacher");
+    let predictor = open_predictor(&teacher);
     let csv = std::fs::read_to_string(run.path.join("pseudo_labels/round-01.csv")).expect("csv");
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!(
@@ -285,6 +264,94 @@ fn a_fresh_student_learns_from_an_exported_teacher() {
         .iter()
         .any(|e| matches!(e, Event::Log { message, .. }
         if message == "round 1: model re-initialised from the seeded initialisation")));
+}
+
+/// `predict_flip`: a round's confidence is the mean of the teacher's probabilities for the
+/// image and for its mirror image, and its label the argmax of that mean.
+#[test]
+fn predict_flip_averages_each_pool_image_with_its_mirror() {
+    let data = common::fashion_slice(60, 20);
+    let runs = tempfile::tempdir().unwrap();
+    let teacher = train_and_export_teacher(data.path(), runs.path());
+    let extra = "epochs = 0\nbatch_size = 16\n[self_training]\nenabled = true\nrounds = 1\n\
+                 epochs_per_round = 1\nthreshold = 0.3\nreinit = true\n\
+                 reinit_from = \"scratch\"\npredict_flip = true\n";
+    let (run, _hub, handle) = start(&student_config(data.path(), runs.path(), &teacher, extra));
+    handle.join().expect("student trains");
+
+    let predictor = open_predictor(&teacher);
+    let classes = predictor.classes().len();
+    let probabilities = |path: &Path| -> Vec<f32> {
+        let p = predictor.predict(path, classes).expect("predict");
+        let mut row = vec![0.0; classes];
+        for r in p.top {
+            row[r.index] = r.probability;
+        }
+        row
+    };
+    let mirrors = tempfile::tempdir().unwrap();
+    let csv = std::fs::read_to_string(run.path.join("pseudo_labels/round-01.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(rows.len() > 10, "only {} labels", rows.len());
+    let mut changed = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let f: Vec<&str> = row.split(',').collect();
+        let image = image::open(f[0]).expect("pool image");
+        let mirror = mirrors.path().join(format!("{i}.png"));
+        image::imageops::flip_horizontal(&image)
+            .save(&mirror)
+            .expect("mirror");
+        let (plain, flipped) = (probabilities(Path::new(f[0])), probabilities(&mirror));
+        let mean: Vec<f32> = plain
+            .iter()
+            .zip(&flipped)
+            .map(|(a, b)| (a + b) / 2.0)
+            .collect();
+        let (label, confidence) = mean
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, p)| (i, *p))
+            .unwrap();
+        assert_eq!(label.to_string(), f[1], "{row}: {mean:?}");
+        let written: f32 = f[3].parse().expect("confidence");
+        assert!((confidence - written).abs() < 1e-4, "{row}: {mean:?}");
+        let unflipped = plain.iter().cloned().fold(0.0, f32::max);
+        if (unflipped - written).abs() > 1e-3 {
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "the mirror images changed no confidence");
+}
+
+/// Trains a small supervised run on `data` and exports it as a teacher's weights file.
+fn train_and_export_teacher(data: &Path, runs: &Path) -> PathBuf {
+    let (teacher_run, _hub, handle) =
+        start(&config(data, runs, 20, "epochs = 3\nbatch_size = 16\n"));
+    handle.join().expect("teacher trains");
+    let teacher = runs.join("teacher.safetensors");
+    wick::export::export_run(&teacher_run.path, &teacher).expect("export");
+    teacher
+}
+
+/// A student run: fresh model under the strong augmentation, `teacher` as `model.pretrained`.
+fn student_config(data: &Path, runs: &Path, teacher: &Path, extra: &str) -> String {
+    config(data, runs, 20, extra)
+        .replace(
+            "[model]\n",
+            &format!("[model]\npretrained = \"{}\"\n", teacher.display()),
+        )
+        .replace("augment = \"flip_crop\"", "augment = \"strong\"")
+}
+
+fn open_predictor(weights: &Path) -> wick::predict::Predictor {
+    wick::predict::Predictor::open(&wick::predict::Source::Weights {
+        path: weights.to_path_buf(),
+        arch: None,
+        channels: None,
+        size: None,
+    })
+    .expect("teacher")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,8 +241,9 @@ impl Runner {
 
     // ----- rounds -----------------------------------------------------------------------------
 
-    /// Predicts `indices` of the training set in eval mode (with the labelling teacher if any):
-    /// the verdict per image, and the probability rows when soft labels need them.
+    /// Predicts `indices` of the training set in eval mode (with the labelling teacher if any;
+    /// averaged with the mirror image's prediction under `predict_flip`): the verdict per image,
+    /// and the probability rows when soft labels need them.
     pub(super) fn predict_rows(&mut self, indices: &[usize]) -> Result<PoolRows, EngineError> {
         let (c, h, w) = self.train_loader.image_shape();
         let bs = self.cfg.train.batch_size.max(64);
@@ -259,7 +260,11 @@ impl Runner {
             let n = batch.indices.len();
             let x = Tensor::from_vec(batch.pixels, (n, c, h, w), &self.device)?;
             let net = self.labelling_teacher().unwrap_or(self.net.as_ref());
-            let probs = candle_nn::ops::softmax(&net.forward_t(&x, false, false)?, 1)?;
+            let mut probs = candle_nn::ops::softmax(&net.forward_t(&x, false, false)?, 1)?;
+            if self.cfg.self_training.predict_flip {
+                let mirrored = net.forward_t(&x.flip(&[3])?, false, false)?;
+                probs = ((probs + candle_nn::ops::softmax(&mirrored, 1)?)? * 0.5)?;
+            }
             let rows: Vec<Vec<f32>> = probs.to_vec2()?;
             for (row, &index) in rows.into_iter().zip(&batch.indices) {
                 let (label, confidence) = crate::engine::metrics::argmax(&row);
