@@ -6,8 +6,9 @@
 # Every config is self-contained: the self-training runs repeat the labelled-only run's
 # supervised epochs (same seed, split, order and schedule) before their own phase.
 # Runs go to runs/ (events.jsonl, pseudo_labels/, report.md); progress lines on stderr.
-# ssl-noisy-student learns from the newest ssl-flexmatch run, exported here just before it.
-# Usage: configs/bench/ssl-run.sh [config-name ...]   (default: all six, the student last)
+# ssl-noisy-student and ssl-teacher-finetune learn from the newest ssl-flexmatch run, exported
+# here just before each.
+# Usage: configs/bench/ssl-run.sh [config-name ...]   (default: all seven, the students last)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -19,12 +20,12 @@ fi
 configs=("$@")
 if [ ${#configs[@]} -eq 0 ]; then
   configs=(ssl-labelled-only ssl-rounds-global ssl-rounds-adaptive ssl-fixmatch ssl-flexmatch
-    ssl-noisy-student)
+    ssl-noisy-student ssl-teacher-finetune)
 fi
 for c in "${configs[@]}"; do
-  if [ "$c" = ssl-noisy-student ]; then
+  if [ "$c" = ssl-noisy-student ] || [ "$c" = ssl-teacher-finetune ]; then
     teacher=$(ls -d runs/ssl-flexmatch-* 2>/dev/null | sort | tail -n 1)
-    [ -n "$teacher" ] || { echo "ssl-noisy-student needs an ssl-flexmatch run first" >&2; exit 1; }
+    [ -n "$teacher" ] || { echo "$c needs an ssl-flexmatch run first" >&2; exit 1; }
     "$target/release/wick" export "$teacher" /tmp/wick-ssl-teacher.safetensors
   fi
   /usr/bin/time -f "$c: %e s wall" "$target/release/wick" train "configs/bench/$c.toml" --headless
