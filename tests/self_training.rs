@@ -307,16 +307,11 @@ fn predict_flip_averages_each_pool_image_with_its_mirror() {
             .zip(&flipped)
             .map(|(a, b)| (a + b) / 2.0)
             .collect();
-        let (label, confidence) = mean
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, p)| (i, *p))
-            .unwrap();
+        let (label, confidence) = wick::engine::metrics::argmax(&mean);
         assert_eq!(label.to_string(), f[1], "{row}: {mean:?}");
         let written: f32 = f[3].parse().expect("confidence");
         assert!((confidence - written).abs() < 1e-4, "{row}: {mean:?}");
-        let unflipped = plain.iter().cloned().fold(0.0, f32::max);
+        let (_, unflipped) = wick::engine::metrics::argmax(&plain);
         if (unflipped - written).abs() > 1e-3 {
             changed += 1;
         }
